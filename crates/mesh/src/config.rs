@@ -1,0 +1,87 @@
+use std::time::Duration;
+
+/// Every limit and timing of a mesh node, with defaults meant for real deployments.
+///
+/// Each breach is handled, never ignored: a connection over a limit is refused or closed with a
+/// [`crate::MeshEvent`] saying why.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MeshConfig {
+    /// The node dials addresses it knows until it has at least this many peers. Default 8.
+    pub min_peers: usize,
+    /// Inbound connections beyond this many peers are refused. Default 32.
+    pub max_peers: usize,
+    /// Connections from one IP address at most (loopback is exempt unless
+    /// [`MeshConfig::limit_loopback`]). Default 8.
+    pub max_peers_per_ip: usize,
+    /// Apply [`MeshConfig::max_peers_per_ip`] to loopback addresses too. Default false.
+    pub limit_loopback: bool,
+    /// Handshakes in progress at once (inbound and outbound); more are refused. Default 64.
+    pub max_pending_handshakes: usize,
+    /// A handshake that takes longer is abandoned. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// The largest frame a peer may send. Default 1 MiB.
+    pub max_frame_len: usize,
+    /// Frames queued for one peer before it counts as not reading and is disconnected.
+    /// Default 16384.
+    pub send_queue_len: usize,
+    /// Sustained frames per second one peer may send. Default 50 000.
+    pub peer_rate: u32,
+    /// Frames one peer may send in a burst above the sustained rate. Default 100 000.
+    pub peer_burst: u32,
+    /// Message ids remembered to suppress duplicates. Default 262 144.
+    pub seen_cache_size: usize,
+    /// How long a message id is remembered. Must exceed `max_flood_age + max_clock_skew`.
+    /// Default 120 s.
+    pub seen_cache_ttl: Duration,
+    /// Floods issued longer ago than this are dropped (replay protection). Default 60 s.
+    pub max_flood_age: Duration,
+    /// How far in the future a flood's timestamp may be. Default 10 s.
+    pub max_clock_skew: Duration,
+    /// Relays a flood may take. Default 32.
+    pub max_hops: u32,
+    /// Invalid messages (bad signature, forged origin, malformed frame) a peer may send before it
+    /// is disconnected and banned. Default 8.
+    pub max_strikes: u32,
+    /// How long a misbehaving peer stays banned. Default 5 min.
+    pub ban_duration: Duration,
+    /// How often the node pings idle peers, asks for peers and dials. Default 1 s.
+    pub tick: Duration,
+    /// A peer silent for this long is disconnected. Default 30 s.
+    pub idle_timeout: Duration,
+    /// First delay before redialing a lost or failed address; doubles per failure. Default 100 ms.
+    pub backoff_initial: Duration,
+    /// The longest delay between redials. Default 30 s.
+    pub backoff_max: Duration,
+    /// Addresses remembered for dialing. Default 1024.
+    pub max_known_addrs: usize,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        Self {
+            min_peers: 8,
+            max_peers: 32,
+            max_peers_per_ip: 8,
+            limit_loopback: false,
+            max_pending_handshakes: 64,
+            handshake_timeout: Duration::from_secs(10),
+            max_frame_len: rs2p_base::wire::DEFAULT_MAX_FRAME_LEN,
+            send_queue_len: 16384,
+            peer_rate: 50_000,
+            peer_burst: 100_000,
+            seen_cache_size: 262_144,
+            seen_cache_ttl: Duration::from_secs(120),
+            max_flood_age: Duration::from_secs(60),
+            max_clock_skew: Duration::from_secs(10),
+            max_hops: 32,
+            max_strikes: 8,
+            ban_duration: Duration::from_secs(300),
+            tick: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(30),
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(30),
+            max_known_addrs: 1024,
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! The node's task: accepts and dials TCP connections, runs handshakes, pumps the [`Node`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rs2p_base::handshake::LocalInfo;
+use rs2p_base::net::{handshake, FrameReader, FrameWriter, Role, SecureConnection};
+use rs2p_base::{HandshakeError, LocalIdentity, Network, PeerId};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::unix_ms;
+use crate::proto::{
+    CloseReason, ConnId, Context, Direction, Handler, Mesh, MeshEvent, MeshStats, Node, Output,
+};
+use crate::{MeshConfig, MeshError};
+
+pub(crate) type CallFn = Box<dyn FnOnce(&mut Context<'_>) + Send>;
+
+pub(crate) enum Command {
+    Connect {
+        addr: SocketAddr,
+        reply: oneshot::Sender<Result<PeerId, MeshError>>,
+    },
+    Disconnect {
+        peer: PeerId,
+        reply: oneshot::Sender<Result<(), MeshError>>,
+    },
+    Broadcast {
+        protocol: String,
+        payload: Bytes,
+        reply: oneshot::Sender<Result<(), MeshError>>,
+    },
+    Whisper {
+        peer: PeerId,
+        protocol: String,
+        payload: Bytes,
+        reply: oneshot::Sender<Result<(), MeshError>>,
+    },
+    Peers {
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+    Stats {
+        reply: oneshot::Sender<MeshStats>,
+    },
+    Register {
+        handler: Box<dyn Handler>,
+        reply: oneshot::Sender<Result<(), MeshError>>,
+    },
+    Call {
+        protocol: String,
+        f: CallFn,
+        reply: oneshot::Sender<Result<(), MeshError>>,
+    },
+    Close {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+enum ConnEvent {
+    Established {
+        conn: ConnId,
+        direction: Direction,
+        dialed: Option<SocketAddr>,
+        secure: Box<SecureConnection>,
+    },
+    HandshakeFailed {
+        conn: ConnId,
+        dialed: Option<SocketAddr>,
+        error: HandshakeError,
+    },
+    DialFailed {
+        addr: SocketAddr,
+    },
+    Frame {
+        conn: ConnId,
+        frame: Bytes,
+    },
+    Closed {
+        conn: ConnId,
+    },
+}
+
+struct Link {
+    tx: mpsc::Sender<Bytes>,
+    kill: Option<oneshot::Sender<()>>,
+}
+
+pub(crate) struct Driver {
+    node: Node,
+    identity: LocalIdentity,
+    network: Network,
+    cfg: MeshConfig,
+    listener: TcpListener,
+    cmd_rx: mpsc::Receiver<Command>,
+    events: broadcast::Sender<MeshEvent>,
+    conn_tx: mpsc::Sender<ConnEvent>,
+    conn_rx: mpsc::Receiver<ConnEvent>,
+    links: HashMap<ConnId, Link>,
+    next_conn: u64,
+    connect_waiters: HashMap<SocketAddr, Vec<oneshot::Sender<Result<PeerId, MeshError>>>>,
+}
+
+impl Driver {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        identity: LocalIdentity,
+        network: Network,
+        cfg: MeshConfig,
+        seed: u64,
+        listener: TcpListener,
+        addr: SocketAddr,
+        cmd_rx: mpsc::Receiver<Command>,
+        events: broadcast::Sender<MeshEvent>,
+    ) -> Self {
+        let mut mesh = Mesh::new(
+            cfg.clone(),
+            identity.keypair().clone(),
+            *network.id(),
+            unix_ms(),
+        );
+        mesh.set_listen_addrs(vec![addr]);
+        let (conn_tx, conn_rx) = mpsc::channel(4096);
+        Self {
+            node: Node::new(mesh, seed),
+            identity,
+            network,
+            cfg,
+            listener,
+            cmd_rx,
+            events,
+            conn_tx,
+            conn_rx,
+            links: HashMap::new(),
+            next_conn: 0,
+            connect_waiters: HashMap::new(),
+        }
+    }
+
+    fn conn_id(&mut self) -> ConnId {
+        self.next_conn += 1;
+        ConnId(self.next_conn)
+    }
+
+    pub(crate) async fn run(mut self) {
+        loop {
+            let now = unix_ms();
+            let wait =
+                Duration::from_millis(self.node.next_deadline().saturating_sub(now).min(1000));
+            tokio::select! {
+                cmd = self.cmd_rx.recv() => match cmd {
+                    Some(Command::Close { reply }) => {
+                        self.shutdown().await;
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(cmd) => self.on_command(cmd),
+                    None => {
+                        self.shutdown().await;
+                        return;
+                    }
+                },
+                Some(ev) = self.conn_rx.recv() => {
+                    self.on_conn_event(ev);
+                    // Take whatever else is ready before flushing outputs, to batch.
+                    for _ in 0..256 {
+                        match self.conn_rx.try_recv() {
+                            Ok(ev) => self.on_conn_event(ev),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                accepted = self.listener.accept() => {
+                    if let Ok((stream, peer_addr)) = accepted {
+                        self.on_accept(stream, peer_addr);
+                    }
+                }
+                () = tokio::time::sleep(wait) => self.node.handle_tick(unix_ms()),
+            }
+            self.drain_outputs();
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        let now = unix_ms();
+        match cmd {
+            Command::Connect { addr, reply } => {
+                self.connect_waiters.entry(addr).or_default().push(reply);
+                self.node.connect(addr, now);
+            }
+            Command::Disconnect { peer, reply } => {
+                let _ = reply.send(self.node.disconnect(peer, now));
+            }
+            Command::Broadcast {
+                protocol,
+                payload,
+                reply,
+            } => {
+                let _ = reply.send(self.node.broadcast(&protocol, payload, now));
+            }
+            Command::Whisper {
+                peer,
+                protocol,
+                payload,
+                reply,
+            } => {
+                let _ = reply.send(self.node.whisper(peer, &protocol, payload, now));
+            }
+            Command::Peers { reply } => {
+                let _ = reply.send(self.node.mesh().peers().to_vec());
+            }
+            Command::Stats { reply } => {
+                let _ = reply.send(self.node.mesh().stats().clone());
+            }
+            Command::Register { handler, reply } => {
+                let _ = reply.send(self.node.register(handler, now));
+            }
+            Command::Call { protocol, f, reply } => {
+                let r = self.node.with_handler(&protocol, now, |_, cx| f(cx));
+                self.node.pump(now);
+                let _ = reply.send(r);
+            }
+            Command::Close { .. } => {}
+        }
+    }
+
+    fn on_accept(&mut self, stream: TcpStream, peer_addr: SocketAddr) {
+        let conn = self.conn_id();
+        if !self.node.handle_incoming(conn, peer_addr.ip()) {
+            return; // dropping the stream closes it
+        }
+        self.spawn_handshake(conn, stream, Role::Responder, Direction::Inbound, None);
+    }
+
+    fn dial(&mut self, addr: SocketAddr, expected: Option<PeerId>) {
+        let conn = self.conn_id();
+        self.node.handle_dialing(conn, addr);
+        let tx = self.conn_tx.clone();
+        let identity = self.identity.clone();
+        let network = self.network.clone();
+        let info = self.local_info();
+        let (max, timeout) = (self.cfg.max_frame_len, self.cfg.handshake_timeout);
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => s,
+                _ => {
+                    let _ = tx.send(ConnEvent::DialFailed { addr }).await;
+                    return;
+                }
+            };
+            let ev = match handshake(
+                stream,
+                Role::Initiator(expected),
+                &identity,
+                &network,
+                info,
+                max,
+                timeout,
+            )
+            .await
+            {
+                Ok(secure) => ConnEvent::Established {
+                    conn,
+                    direction: Direction::Outbound,
+                    dialed: Some(addr),
+                    secure: Box::new(secure),
+                },
+                Err(error) => ConnEvent::HandshakeFailed {
+                    conn,
+                    dialed: Some(addr),
+                    error,
+                },
+            };
+            let _ = tx.send(ev).await;
+        });
+    }
+
+    fn local_info(&self) -> LocalInfo {
+        LocalInfo {
+            listen_addrs: self.node.mesh().listen_addrs().to_vec(),
+            protocols: self.node.protocols(),
+        }
+    }
+
+    fn spawn_handshake(
+        &mut self,
+        conn: ConnId,
+        stream: TcpStream,
+        role: Role,
+        direction: Direction,
+        dialed: Option<SocketAddr>,
+    ) {
+        let tx = self.conn_tx.clone();
+        let identity = self.identity.clone();
+        let network = self.network.clone();
+        let info = self.local_info();
+        let (max, timeout) = (self.cfg.max_frame_len, self.cfg.handshake_timeout);
+        tokio::spawn(async move {
+            let ev = match handshake(stream, role, &identity, &network, info, max, timeout).await {
+                Ok(secure) => ConnEvent::Established {
+                    conn,
+                    direction,
+                    dialed,
+                    secure: Box::new(secure),
+                },
+                Err(error) => ConnEvent::HandshakeFailed {
+                    conn,
+                    dialed,
+                    error,
+                },
+            };
+            let _ = tx.send(ev).await;
+        });
+    }
+
+    fn on_conn_event(&mut self, ev: ConnEvent) {
+        let now = unix_ms();
+        match ev {
+            ConnEvent::Established {
+                conn,
+                direction,
+                dialed,
+                secure,
+            } => {
+                let SecureConnection {
+                    remote,
+                    peer_addr,
+                    reader,
+                    writer,
+                } = *secure;
+                let peer = remote.peer_id;
+                self.start_link(conn, reader, writer);
+                self.node
+                    .handle_established(conn, direction, dialed, remote, peer_addr, now);
+                if let Some(addr) = dialed {
+                    self.answer_connect(addr, Ok(peer));
+                }
+            }
+            ConnEvent::HandshakeFailed {
+                conn,
+                dialed,
+                error,
+            } => match dialed {
+                Some(addr) => {
+                    let self_conn = matches!(error, HandshakeError::SelfConnection);
+                    self.node
+                        .handle_dial_failed(Some(conn), addr, self_conn, now);
+                    self.answer_connect(addr, Err(MeshError::Handshake(error)));
+                }
+                None => self.node.handle_handshake_failed(conn),
+            },
+            ConnEvent::DialFailed { addr } => {
+                self.node.handle_dial_failed(None, addr, false, now);
+                let err = std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    format!("could not connect to {addr}"),
+                );
+                self.answer_connect(addr, Err(MeshError::Io(err)));
+            }
+            ConnEvent::Frame { conn, frame } => self.node.handle_frame(conn, frame, now),
+            ConnEvent::Closed { conn } => {
+                self.links.remove(&conn);
+                self.node.handle_closed(conn, now);
+            }
+        }
+    }
+
+    fn answer_connect(&mut self, addr: SocketAddr, result: Result<PeerId, MeshError>) {
+        if let Some(waiters) = self.connect_waiters.remove(&addr) {
+            let mut result = Some(result);
+            for w in waiters {
+                let r = match &result {
+                    Some(Ok(p)) => Ok(*p),
+                    _ => match result.take() {
+                        Some(Err(e)) => Err(e),
+                        _ => Err(MeshError::Closed),
+                    },
+                };
+                let _ = w.send(r);
+            }
+        }
+    }
+
+    fn start_link(&mut self, conn: ConnId, mut reader: FrameReader, mut writer: FrameWriter) {
+        let (tx, mut rx) = mpsc::channel::<Bytes>(self.cfg.send_queue_len);
+        let (kill_tx, mut kill_rx) = oneshot::channel::<()>();
+        self.links.insert(
+            conn,
+            Link {
+                tx,
+                kill: Some(kill_tx),
+            },
+        );
+        tokio::spawn(async move {
+            // Writer: take everything queued, write it in one go, repeat; when the queue is
+            // closed (the link is being closed), flush what is left and shut down.
+            while let Some(first) = rx.recv().await {
+                writer.queue(&first);
+                while writer.queued_len() < 256 * 1024 {
+                    match rx.try_recv() {
+                        Ok(f) => writer.queue(&f),
+                        Err(_) => break,
+                    }
+                }
+                if writer.flush().await.is_err() {
+                    return;
+                }
+            }
+            let _ = writer.shutdown().await;
+        });
+        let events = self.conn_tx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    frame = reader.next_frame() => match frame {
+                        Ok(Some(frame)) => {
+                            if events.send(ConnEvent::Frame { conn, frame }).await.is_err() {
+                                break;
+                            }
+                        }
+                        Ok(None) | Err(_) => break,
+                    },
+                    _ = &mut kill_rx => break,
+                }
+            }
+            let _ = events.send(ConnEvent::Closed { conn }).await;
+        });
+    }
+
+    fn drain_outputs(&mut self) {
+        while let Some(out) = self.node.poll_output() {
+            match out {
+                Output::Send { conn, frame } => {
+                    let full = match self.links.get(&conn) {
+                        Some(link) => link.tx.try_send(frame).is_err(),
+                        None => false,
+                    };
+                    if full {
+                        // The peer does not read fast enough: drop it rather than buffer without end.
+                        self.close_link(conn, CloseReason::Misbehaviour);
+                    }
+                }
+                Output::Dial { addr, expected } => self.dial(addr, expected),
+                Output::Close { conn, reason } => self.close_link(conn, reason),
+                Output::Event(e) => {
+                    let _ = self.events.send(e);
+                }
+                Output::Deliver(_) => {}
+            }
+        }
+    }
+
+    /// Closes the queue (the writer flushes and shuts down) and ends the reader after a grace
+    /// period, so frames the peer already sent are still read.
+    fn close_link(&mut self, conn: ConnId, _reason: CloseReason) {
+        if let Some(mut link) = self.links.remove(&conn) {
+            let kill = link.kill.take();
+            drop(link);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                if let Some(k) = kill {
+                    let _ = k.send(());
+                }
+            });
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        self.node.shutdown(unix_ms());
+        self.drain_outputs();
+        // Give writers a moment to flush their goodbyes.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,923 @@
+//! The mesh state machine: connections, peer exchange, dialing, floods and limits.
+//!
+//! # Contract
+//!
+//! Inputs are the `handle_*` methods and the user commands ([`Mesh::broadcast`],
+//! [`Mesh::whisper`], [`Mesh::connect`], [`Mesh::disconnect`]); each takes `now` (Unix
+//! milliseconds). Outputs are taken with [`Mesh::poll_output`] after every input, until it returns
+//! `None`. [`Mesh::next_deadline`] says when to call [`Mesh::handle_tick`] next. The machine never
+//! reads a clock, never does I/O and draws randomness only from the RNG given to it, so a
+//! simulation replays exactly from its seed.
+//!
+//! # Invariants
+//!
+//! - At most one *active* connection per peer id. When two exist (both nodes dialed at once),
+//!   both nodes keep the one dialed by the lower peer id and close the other; frames still
+//!   arriving on the closing one are processed, so nothing in flight is lost.
+//! - A flood is delivered and relayed at most once per node (seen-cache), only after its
+//!   signature (or, for self-verifying protocols, the handler) accepted it; a forged one is
+//!   neither delivered nor relayed, and counts against the neighbour that sent it.
+//! - Every queue is bounded; the driver closes a peer whose send queue is full.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+
+use bytes::Bytes;
+use rand::{Rng, RngCore};
+use rs2p_base::handshake::RemoteInfo;
+use rs2p_base::wire::pb::{self, mesh_frame::Kind};
+use rs2p_base::{Keypair, PeerId};
+
+use super::flood;
+use super::rate::TokenBucket;
+use super::seen_cache::{MsgId, SeenCache};
+use super::stats::{MeshStats, PeerStats};
+use super::Millis;
+use crate::{MeshConfig, MeshError};
+
+/// A connection, numbered by the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub u64);
+
+/// Who opened a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// We dialed.
+    Outbound,
+    /// The peer dialed.
+    Inbound,
+}
+
+/// Why the mesh closes a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Another connection to the same peer is kept.
+    Duplicate,
+    /// The node has `max_peers` peers already, or too many from that IP.
+    TooManyPeers,
+    /// The peer broke a limit or sent invalid data too often; it is banned for a while.
+    Misbehaviour,
+    /// The peer sent nothing for `idle_timeout`.
+    Idle,
+    /// The user asked for it.
+    Requested,
+    /// The node is closing.
+    Shutdown,
+}
+
+impl CloseReason {
+    fn wire(self) -> pb::goodbye::Reason {
+        use pb::goodbye::Reason;
+        match self {
+            Self::Duplicate => Reason::Duplicate,
+            Self::TooManyPeers => Reason::TooManyPeers,
+            Self::Misbehaviour => Reason::Misbehaviour,
+            Self::Idle | Self::Shutdown => Reason::Shutdown,
+            Self::Requested => Reason::Requested,
+        }
+    }
+}
+
+/// Something the mesh reports to the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MeshEvent {
+    /// A peer is now connected.
+    PeerConnected {
+        /// The peer.
+        peer: PeerId,
+        /// Where it listens.
+        addrs: Vec<SocketAddr>,
+    },
+    /// A peer is no longer connected.
+    PeerDisconnected {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// A message for a protocol that has no handler registered (plain mesh use).
+    Message {
+        /// The protocol id.
+        protocol: String,
+        /// The neighbour it came from.
+        from: PeerId,
+        /// Who created it (verified for floods).
+        origin: PeerId,
+        /// True for a flood, false for a whisper.
+        flooded: bool,
+        /// The payload.
+        payload: Bytes,
+    },
+    /// A peer was disconnected and banned for misbehaviour.
+    PeerBanned {
+        /// The peer.
+        peer: PeerId,
+        /// Until when (Unix ms).
+        until: Millis,
+    },
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Send an encoded `MeshFrame` on a connection.
+    Send {
+        /// The connection.
+        conn: ConnId,
+        /// The encoded frame.
+        frame: Bytes,
+    },
+    /// Open a connection to `addr`, expecting `expected` if known.
+    Dial {
+        /// Where.
+        addr: SocketAddr,
+        /// Whom, if known.
+        expected: Option<PeerId>,
+    },
+    /// Flush what is queued on a connection, then close it.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// Report an event to the user.
+    Event(MeshEvent),
+    /// A message for a local handler (consumed by [`crate::proto::Node`]).
+    Deliver(Inbound),
+}
+
+/// A message for a local handler, with what is needed to relay it if the handler accepts it.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    /// The protocol id.
+    pub protocol: String,
+    /// The neighbour it came from.
+    pub from: PeerId,
+    /// Who created it.
+    pub origin: PeerId,
+    /// The payload.
+    pub payload: Bytes,
+    /// `Some` for a flood the handler must accept before it is relayed.
+    pub relay: Option<Relay>,
+    /// True for a flood.
+    pub flooded: bool,
+}
+
+/// A flood waiting for its handler's verdict before it is relayed.
+#[derive(Debug, Clone)]
+pub struct Relay {
+    frame: pb::Flood,
+    except: ConnId,
+}
+
+#[derive(Debug)]
+struct Conn {
+    peer: PeerId,
+    direction: Direction,
+    ip: IpAddr,
+    active: bool,
+    last_recv: Millis,
+    bucket: TokenBucket,
+}
+
+#[derive(Debug, Default)]
+struct AddrState {
+    peer: Option<PeerId>,
+    failures: u32,
+    next_attempt: Millis,
+    persistent: bool,
+    is_self: bool,
+    dialing: bool,
+}
+
+/// The mesh state machine. See the [module docs](self).
+pub struct Mesh {
+    cfg: MeshConfig,
+    keypair: Keypair,
+    local: PeerId,
+    network_id: [u8; 32],
+    listen_addrs: Vec<SocketAddr>,
+    conns: BTreeMap<ConnId, Conn>,
+    by_peer: BTreeMap<PeerId, ConnId>,
+    peer_list: Vec<PeerId>,
+    pending: BTreeMap<ConnId, IpAddr>,
+    addrs: BTreeMap<SocketAddr, AddrState>,
+    self_verifying: BTreeSet<String>,
+    banned: BTreeMap<PeerId, Millis>,
+    strikes: BTreeMap<PeerId, u32>,
+    seen: SeenCache,
+    seq: u64,
+    next_tick: Millis,
+    out: VecDeque<Output>,
+    stats: MeshStats,
+}
+
+impl std::fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mesh")
+            .field("local", &self.local)
+            .field("peers", &self.peer_list.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn ms(d: std::time::Duration) -> Millis {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn encode(kind: Kind) -> Bytes {
+    rs2p_base::wire::encode(&pb::MeshFrame { kind: Some(kind) })
+}
+
+impl Mesh {
+    /// A mesh node with this identity in the network whose id is `network_id`.
+    pub fn new(cfg: MeshConfig, keypair: Keypair, network_id: [u8; 32], now: Millis) -> Self {
+        let seen = SeenCache::new(cfg.seen_cache_size, ms(cfg.seen_cache_ttl));
+        Self {
+            local: keypair.peer_id(),
+            keypair,
+            network_id,
+            listen_addrs: Vec::new(),
+            conns: BTreeMap::new(),
+            by_peer: BTreeMap::new(),
+            peer_list: Vec::new(),
+            pending: BTreeMap::new(),
+            addrs: BTreeMap::new(),
+            self_verifying: BTreeSet::new(),
+            banned: BTreeMap::new(),
+            strikes: BTreeMap::new(),
+            seen,
+            seq: 0,
+            next_tick: now,
+            out: VecDeque::new(),
+            stats: MeshStats::default(),
+            cfg,
+        }
+    }
+
+    /// This node's id.
+    pub fn local_id(&self) -> PeerId {
+        self.local
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &MeshConfig {
+        &self.cfg
+    }
+
+    /// The peers with an active connection, in ascending order.
+    pub fn peers(&self) -> &[PeerId] {
+        &self.peer_list
+    }
+
+    /// The counters, with per-peer figures for the connected peers.
+    pub fn stats(&self) -> &MeshStats {
+        &self.stats
+    }
+
+    /// Sets the addresses this node listens on (told to peers in the handshake and peer lists).
+    pub fn set_listen_addrs(&mut self, addrs: Vec<SocketAddr>) {
+        for a in &addrs {
+            self.addrs.entry(*a).or_default().is_self = true;
+        }
+        self.listen_addrs = addrs;
+    }
+
+    /// The addresses this node listens on.
+    pub fn listen_addrs(&self) -> &[SocketAddr] {
+        &self.listen_addrs
+    }
+
+    /// Marks a protocol as authenticating its own payloads (see
+    /// [`crate::proto::Handler::verifies_own_payloads`]).
+    pub fn set_self_verifying(&mut self, protocol: &str) {
+        self.self_verifying.insert(protocol.to_owned());
+    }
+
+    /// The next output for the driver.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When [`Mesh::handle_tick`] should run next.
+    pub fn next_deadline(&self) -> Millis {
+        self.next_tick
+    }
+
+    // ---- user commands ----
+
+    /// Dials `addr` now and keeps redialing it with backoff whenever it is not connected.
+    pub fn connect(&mut self, addr: SocketAddr, now: Millis) {
+        let st = self.addrs.entry(addr).or_default();
+        st.persistent = true;
+        st.is_self = false;
+        st.next_attempt = now;
+        self.dial_due(now);
+    }
+
+    /// Closes the connection to `peer`.
+    pub fn disconnect(&mut self, peer: PeerId) -> Result<(), MeshError> {
+        let conn = *self
+            .by_peer
+            .get(&peer)
+            .ok_or(MeshError::NotConnected(peer))?;
+        // Do not redial it on our own; the user wanted it gone.
+        for st in self.addrs.values_mut().filter(|s| s.peer == Some(peer)) {
+            st.persistent = false;
+        }
+        self.close(conn, CloseReason::Requested);
+        Ok(())
+    }
+
+    /// Floods `payload` to the whole mesh under `protocol`; returns its message id. The mesh signs
+    /// it unless `protocol` is self-verifying.
+    pub fn broadcast(
+        &mut self,
+        protocol: &str,
+        payload: Bytes,
+        now: Millis,
+    ) -> Result<MsgId, MeshError> {
+        self.check_payload(protocol, payload.len())?;
+        self.seq += 1;
+        let body = flood::encode_body(&self.local, self.seq, now, protocol, payload);
+        let signature = if self.self_verifying.contains(protocol) {
+            Bytes::new()
+        } else {
+            flood::sign(&self.keypair, &self.network_id, &body)
+        };
+        let id = flood::msg_id(&body);
+        self.seen.insert(id, now);
+        let frame = encode(Kind::Flood(pb::Flood {
+            body,
+            signature,
+            hops_left: self.cfg.max_hops,
+        }));
+        let conns: Vec<ConnId> = self.by_peer.values().copied().collect();
+        for conn in conns {
+            self.send(conn, frame.clone(), true);
+        }
+        Ok(id)
+    }
+
+    /// Sends `payload` under `protocol` to one directly connected peer.
+    pub fn whisper(
+        &mut self,
+        peer: PeerId,
+        protocol: &str,
+        payload: Bytes,
+    ) -> Result<(), MeshError> {
+        self.check_payload(protocol, payload.len())?;
+        let conn = *self
+            .by_peer
+            .get(&peer)
+            .ok_or(MeshError::NotConnected(peer))?;
+        let frame = encode(Kind::Direct(pb::Direct {
+            protocol: protocol.to_owned(),
+            payload,
+        }));
+        self.send(conn, frame, true);
+        Ok(())
+    }
+
+    fn check_payload(&self, protocol: &str, len: usize) -> Result<(), MeshError> {
+        if protocol.is_empty() || protocol.len() > 128 {
+            return Err(MeshError::InvalidProtocol(protocol.to_owned()));
+        }
+        // Frame overhead: the flood body's fields, signature and tags stay well under 256 bytes.
+        let max = self.cfg.max_frame_len.saturating_sub(256 + protocol.len());
+        if len > max {
+            return Err(MeshError::PayloadTooLarge { len, max });
+        }
+        Ok(())
+    }
+
+    // ---- connection lifecycle ----
+
+    /// A TCP connection arrived from `ip`; returns whether to run the handshake (false: drop it).
+    pub fn handle_incoming(&mut self, conn: ConnId, ip: IpAddr) -> bool {
+        if self.pending.len() >= self.cfg.max_pending_handshakes || !self.ip_allowed(ip) {
+            return false;
+        }
+        self.pending.insert(conn, ip);
+        true
+    }
+
+    /// An outbound dial to `addr` got a TCP connection numbered `conn` and starts its handshake.
+    pub fn handle_dialing(&mut self, conn: ConnId, addr: SocketAddr) {
+        self.pending.insert(conn, addr.ip());
+    }
+
+    /// A dial to `addr` failed (connection refused, handshake error). `self_connection` marks an
+    /// address that turned out to be this node.
+    pub fn handle_dial_failed(
+        &mut self,
+        conn: Option<ConnId>,
+        addr: SocketAddr,
+        self_connection: bool,
+        now: Millis,
+        rng: &mut dyn RngCore,
+    ) {
+        if let Some(c) = conn {
+            self.pending.remove(&c);
+        }
+        let (initial, max) = (ms(self.cfg.backoff_initial), ms(self.cfg.backoff_max));
+        if let Some(st) = self.addrs.get_mut(&addr) {
+            st.dialing = false;
+            st.failures = st.failures.saturating_add(1);
+            if self_connection {
+                st.is_self = true;
+                st.persistent = false;
+            }
+            let base = initial.saturating_mul(1 << st.failures.min(16)).min(max);
+            st.next_attempt = now + base / 2 + rng.gen_range(0..=base / 2);
+            if !st.persistent && st.failures > 8 {
+                self.addrs.remove(&addr);
+            }
+        }
+    }
+
+    /// An inbound handshake failed.
+    pub fn handle_handshake_failed(&mut self, conn: ConnId) {
+        self.pending.remove(&conn);
+    }
+
+    /// A handshake completed. The connection is kept (and announced) or closed by an output.
+    pub fn handle_established(
+        &mut self,
+        conn: ConnId,
+        direction: Direction,
+        dialed: Option<SocketAddr>,
+        remote: RemoteInfo,
+        peer_addr: SocketAddr,
+        now: Millis,
+    ) {
+        self.pending.remove(&conn);
+        let peer = remote.peer_id;
+        let ip = peer_addr.ip();
+        if let Some(addr) = dialed {
+            let st = self.addrs.entry(addr).or_default();
+            st.dialing = false;
+            st.failures = 0;
+            st.peer = Some(peer);
+        }
+        let listen = self.learn_addrs(peer, &remote.listen_addrs, ip);
+        self.conns.insert(
+            conn,
+            Conn {
+                peer,
+                direction,
+                ip,
+                active: false,
+                last_recv: now,
+                bucket: TokenBucket::new(self.cfg.peer_rate, self.cfg.peer_burst, now),
+            },
+        );
+        if self.banned.get(&peer).is_some_and(|&until| until > now) {
+            self.close(conn, CloseReason::Misbehaviour);
+            return;
+        }
+        if let Some(&existing) = self.by_peer.get(&peer) {
+            // Keep the connection dialed by the lower peer id; both ends decide alike.
+            let dialer = |d: Direction| {
+                if d == Direction::Outbound {
+                    self.local
+                } else {
+                    peer
+                }
+            };
+            let old_dir = self.conns.get(&existing).map_or(direction, |c| c.direction);
+            let new_wins = old_dir != direction && dialer(direction) < dialer(old_dir);
+            if new_wins {
+                if let Some(c) = self.conns.get_mut(&existing) {
+                    c.active = false;
+                }
+                self.close(existing, CloseReason::Duplicate);
+                self.activate(conn, peer);
+            } else {
+                self.close(conn, CloseReason::Duplicate);
+            }
+            return;
+        }
+        let same_ip = self
+            .conns
+            .values()
+            .filter(|c| c.active && c.ip == ip)
+            .count();
+        if direction == Direction::Inbound
+            && (self.by_peer.len() >= self.cfg.max_peers
+                || (self.limits_ip(ip) && same_ip >= self.cfg.max_peers_per_ip))
+        {
+            self.close(conn, CloseReason::TooManyPeers);
+            return;
+        }
+        self.activate(conn, peer);
+        self.out.push_back(Output::Event(MeshEvent::PeerConnected {
+            peer,
+            addrs: listen,
+        }));
+        let list = self.peer_list_frame(Some(peer));
+        self.send(conn, list, false);
+    }
+
+    fn activate(&mut self, conn: ConnId, peer: PeerId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.active = true;
+        }
+        self.by_peer.insert(peer, conn);
+        if let Err(i) = self.peer_list.binary_search(&peer) {
+            self.peer_list.insert(i, peer);
+        }
+        self.stats.peers.entry(peer).or_default();
+    }
+
+    /// A connection ended (closed by either side, or failed).
+    pub fn handle_closed(&mut self, conn: ConnId, now: Millis) {
+        self.pending.remove(&conn);
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        if self.by_peer.get(&c.peer) == Some(&conn) {
+            self.by_peer.remove(&c.peer);
+            if let Ok(i) = self.peer_list.binary_search(&c.peer) {
+                self.peer_list.remove(i);
+            }
+            self.stats.peers.remove(&c.peer);
+            self.out
+                .push_back(Output::Event(MeshEvent::PeerDisconnected { peer: c.peer }));
+            // Redial its addresses with backoff, starting soon.
+            let initial = ms(self.cfg.backoff_initial);
+            for st in self.addrs.values_mut().filter(|s| s.peer == Some(c.peer)) {
+                st.next_attempt = now + initial;
+            }
+        }
+    }
+
+    fn close(&mut self, conn: ConnId, reason: CloseReason) {
+        let bye = encode(Kind::Goodbye(pb::Goodbye {
+            reason: reason.wire() as i32,
+        }));
+        self.out.push_back(Output::Send { conn, frame: bye });
+        self.out.push_back(Output::Close { conn, reason });
+    }
+
+    fn ip_allowed(&self, ip: IpAddr) -> bool {
+        if !self.limits_ip(ip) {
+            return true;
+        }
+        let n = self.conns.values().filter(|c| c.ip == ip).count()
+            + self.pending.values().filter(|&&p| p == ip).count();
+        n < self.cfg.max_peers_per_ip * 2
+    }
+
+    fn limits_ip(&self, ip: IpAddr) -> bool {
+        self.cfg.limit_loopback || !ip.is_loopback()
+    }
+
+    // ---- frames ----
+
+    /// A frame arrived on a connection.
+    pub fn handle_frame(&mut self, conn: ConnId, frame: Bytes, now: Millis) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.last_recv = now;
+        let peer = c.peer;
+        let within_rate = c.bucket.take(now);
+        self.stats.received.frames += 1;
+        self.stats.received.bytes += frame.len() as u64;
+        if let Some(p) = self.stats.peers.get_mut(&peer) {
+            p.received.frames += 1;
+            p.received.bytes += frame.len() as u64;
+        }
+        if !within_rate {
+            self.stats.limit_disconnects += 1;
+            self.ban(peer, now);
+            return;
+        }
+        let kind = match rs2p_base::wire::decode_bytes::<pb::MeshFrame>(frame) {
+            Ok(pb::MeshFrame { kind: Some(k) }) => k,
+            _ => {
+                self.stats.malformed += 1;
+                self.strike(peer, now);
+                return;
+            }
+        };
+        match kind {
+            Kind::Flood(f) => self.on_flood(conn, peer, f, now),
+            Kind::Direct(d) => {
+                self.count_message(peer);
+                self.out.push_back(Output::Deliver(Inbound {
+                    protocol: d.protocol,
+                    from: peer,
+                    origin: peer,
+                    payload: d.payload,
+                    relay: None,
+                    flooded: false,
+                }));
+            }
+            Kind::Peers(list) => self.on_peer_list(peer, list, now),
+            Kind::PeerRequest(_) => {
+                let list = self.peer_list_frame(Some(peer));
+                self.send(conn, list, false);
+            }
+            Kind::Ping(p) => {
+                self.send(conn, encode(Kind::Pong(pb::Pong { nonce: p.nonce })), false)
+            }
+            Kind::Pong(_) | Kind::Goodbye(_) => {}
+        }
+    }
+
+    fn count_message(&mut self, peer: PeerId) {
+        self.stats.received.messages += 1;
+        if let Some(p) = self.stats.peers.get_mut(&peer) {
+            p.received.messages += 1;
+        }
+    }
+
+    fn on_flood(&mut self, conn: ConnId, peer: PeerId, f: pb::Flood, now: Millis) {
+        self.count_message(peer);
+        let id = flood::msg_id(&f.body);
+        if self.seen.contains(id, now) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        let Ok(body) = rs2p_base::wire::decode_bytes::<pb::FloodBody>(f.body.clone()) else {
+            self.stats.malformed += 1;
+            self.strike(peer, now);
+            return;
+        };
+        let Some(origin) = PeerId::from_slice(&body.origin) else {
+            self.stats.malformed += 1;
+            self.strike(peer, now);
+            return;
+        };
+        let too_old = body.issued_at_ms.saturating_add(ms(self.cfg.max_flood_age)) < now;
+        let too_new = body.issued_at_ms > now.saturating_add(ms(self.cfg.max_clock_skew));
+        if origin == self.local || too_old || too_new || f.hops_left == 0 {
+            self.stats.stale += 1;
+            return;
+        }
+        let self_verifying = f.signature.is_empty();
+        if self_verifying {
+            if !self.self_verifying.contains(&body.protocol) {
+                // We cannot vouch for an unsigned flood of a protocol we do not run.
+                self.stats.bad_signatures += 1;
+                self.strike(peer, now);
+                return;
+            }
+        } else if !flood::verify(&origin, &self.network_id, &f.body, &f.signature) {
+            self.stats.bad_signatures += 1;
+            self.strike(peer, now);
+            return;
+        }
+        self.seen.insert(id, now);
+        let relay = Relay {
+            frame: pb::Flood {
+                hops_left: f.hops_left - 1,
+                ..f
+            },
+            except: conn,
+        };
+        let relay = if self_verifying {
+            Some(relay)
+        } else {
+            self.relay(relay);
+            None
+        };
+        self.stats.delivered += 1;
+        self.out.push_back(Output::Deliver(Inbound {
+            protocol: body.protocol,
+            from: peer,
+            origin,
+            payload: body.payload,
+            relay,
+            flooded: true,
+        }));
+    }
+
+    /// Relays a flood its handler accepted.
+    pub fn relay(&mut self, relay: Relay) {
+        if relay.frame.hops_left == 0 {
+            return;
+        }
+        let frame = encode(Kind::Flood(relay.frame));
+        let conns: Vec<ConnId> = self
+            .by_peer
+            .values()
+            .copied()
+            .filter(|&c| c != relay.except)
+            .collect();
+        for conn in conns {
+            self.stats.forwarded += 1;
+            self.send(conn, frame.clone(), true);
+        }
+    }
+
+    /// Counts a strike against `peer`; past the limit it is disconnected and banned.
+    pub fn strike(&mut self, peer: PeerId, now: Millis) {
+        let n = self.strikes.entry(peer).or_insert(0);
+        *n += 1;
+        if let Some(p) = self.stats.peers.get_mut(&peer) {
+            p.strikes += 1;
+        }
+        if *n >= self.cfg.max_strikes {
+            self.ban(peer, now);
+        }
+    }
+
+    fn ban(&mut self, peer: PeerId, now: Millis) {
+        let until = now + ms(self.cfg.ban_duration);
+        self.banned.insert(peer, until);
+        self.strikes.remove(&peer);
+        let conns: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.peer == peer)
+            .map(|(&id, _)| id)
+            .collect();
+        for conn in conns {
+            self.close(conn, CloseReason::Misbehaviour);
+        }
+        self.out
+            .push_back(Output::Event(MeshEvent::PeerBanned { peer, until }));
+    }
+
+    fn on_peer_list(&mut self, from: PeerId, list: pb::PeerList, now: Millis) {
+        for info in list.peers.into_iter().take(256) {
+            let Some(peer) = PeerId::from_slice(&info.id) else {
+                self.strike(from, now);
+                return;
+            };
+            if peer == self.local {
+                continue;
+            }
+            let addrs: Vec<SocketAddr> = info
+                .addrs
+                .iter()
+                .take(8)
+                .filter_map(|a| a.parse().ok())
+                .collect();
+            self.learn_addrs(peer, &addrs, IpAddr::from([0, 0, 0, 0]));
+        }
+        self.dial_due(now);
+    }
+
+    /// Records where `peer` listens; an unspecified IP (0.0.0.0) is replaced by `seen_ip`.
+    fn learn_addrs(
+        &mut self,
+        peer: PeerId,
+        addrs: &[SocketAddr],
+        seen_ip: IpAddr,
+    ) -> Vec<SocketAddr> {
+        let mut out = Vec::new();
+        for &a in addrs.iter().take(8) {
+            let a = if a.ip().is_unspecified() && !seen_ip.is_unspecified() {
+                SocketAddr::new(seen_ip, a.port())
+            } else {
+                a
+            };
+            if a.ip().is_unspecified() || a.port() == 0 {
+                continue;
+            }
+            out.push(a);
+            if !self.addrs.contains_key(&a) && self.addrs.len() >= self.cfg.max_known_addrs {
+                continue;
+            }
+            let st = self.addrs.entry(a).or_default();
+            if !st.is_self {
+                st.peer = Some(peer);
+            }
+        }
+        out
+    }
+
+    fn peer_list_frame(&self, exclude: Option<PeerId>) -> Bytes {
+        let mut by_peer: BTreeMap<PeerId, Vec<String>> = BTreeMap::new();
+        for (addr, st) in &self.addrs {
+            if let Some(p) = st.peer {
+                if Some(p) != exclude && !st.is_self && self.by_peer.contains_key(&p) {
+                    by_peer.entry(p).or_default().push(addr.to_string());
+                }
+            }
+        }
+        let mut peers: Vec<pb::PeerInfo> = by_peer
+            .into_iter()
+            .map(|(p, addrs)| pb::PeerInfo {
+                id: Bytes::copy_from_slice(p.as_bytes()),
+                addrs,
+            })
+            .collect();
+        peers.truncate(256);
+        peers.push(pb::PeerInfo {
+            id: Bytes::copy_from_slice(self.local.as_bytes()),
+            addrs: self.listen_addrs.iter().map(ToString::to_string).collect(),
+        });
+        encode(Kind::Peers(pb::PeerList { peers }))
+    }
+
+    fn send(&mut self, conn: ConnId, frame: Bytes, message: bool) {
+        self.stats.sent.frames += 1;
+        self.stats.sent.bytes += frame.len() as u64;
+        self.stats.sent.messages += u64::from(message);
+        if let Some(p) = self
+            .conns
+            .get(&conn)
+            .and_then(|c| self.stats.peers.get_mut(&c.peer))
+        {
+            p.sent.frames += 1;
+            p.sent.bytes += frame.len() as u64;
+            p.sent.messages += u64::from(message);
+        }
+        self.out.push_back(Output::Send { conn, frame });
+    }
+
+    // ---- time ----
+
+    /// Periodic work: dial when under `min_peers`, ping, drop idle peers, ask for peers, forget
+    /// expired bans.
+    pub fn handle_tick(&mut self, now: Millis, rng: &mut dyn RngCore) {
+        if now < self.next_tick {
+            self.dial_due(now);
+            return;
+        }
+        self.next_tick = now + ms(self.cfg.tick);
+        self.banned.retain(|_, &mut until| until > now);
+        let idle = ms(self.cfg.idle_timeout);
+        let conns: Vec<(ConnId, Millis)> = self
+            .conns
+            .iter()
+            .map(|(&id, c)| (id, c.last_recv))
+            .collect();
+        for (conn, last) in conns {
+            if last + idle < now {
+                self.close(conn, CloseReason::Idle);
+            } else if last + idle / 3 < now {
+                let ping = encode(Kind::Ping(pb::Ping {
+                    nonce: rng.next_u64(),
+                }));
+                self.send(conn, ping, false);
+            }
+        }
+        if self.by_peer.len() < self.cfg.min_peers && !self.peer_list.is_empty() {
+            let peer = self.peer_list[rng.gen_range(0..self.peer_list.len())];
+            if let Some(&conn) = self.by_peer.get(&peer) {
+                self.send(conn, encode(Kind::PeerRequest(pb::PeerRequest {})), false);
+            }
+        }
+        self.dial_due(now);
+    }
+
+    fn dial_due(&mut self, now: Millis) {
+        let connected: BTreeSet<PeerId> = self.by_peer.keys().copied().collect();
+        let dialing = self.addrs.values().filter(|s| s.dialing).count();
+        let mut budget = self.cfg.min_peers.saturating_sub(connected.len() + dialing);
+        let mut slots = self
+            .cfg
+            .max_pending_handshakes
+            .saturating_sub(self.pending.len());
+        let mut planned: BTreeSet<PeerId> = BTreeSet::new();
+        let mut dials = Vec::new();
+        for (addr, st) in &self.addrs {
+            if st.is_self || st.dialing || st.next_attempt > now || slots == 0 {
+                continue;
+            }
+            if st
+                .peer
+                .is_some_and(|p| connected.contains(&p) || planned.contains(&p))
+            {
+                continue;
+            }
+            let wanted = st.persistent || budget > 0;
+            if !wanted {
+                continue;
+            }
+            if !st.persistent {
+                budget -= 1;
+            }
+            slots -= 1;
+            if let Some(p) = st.peer {
+                planned.insert(p);
+            }
+            dials.push((*addr, if st.persistent { None } else { st.peer }));
+        }
+        for (addr, expected) in dials {
+            if let Some(st) = self.addrs.get_mut(&addr) {
+                st.dialing = true;
+            }
+            self.out.push_back(Output::Dial { addr, expected });
+        }
+    }
+
+    /// Closes every connection (the node is shutting down).
+    pub fn shutdown(&mut self) {
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in conns {
+            self.close(conn, CloseReason::Shutdown);
+        }
+    }
+
+    /// Per-peer counters for a connected peer.
+    pub fn peer_stats(&self, peer: &PeerId) -> Option<PeerStats> {
+        self.stats.peers.get(peer).copied()
+    }
+}

@@ -1,0 +1,21 @@
+//! The mesh layer without I/O: the [`Mesh`] state machine, the [`Handler`] extension point, and
+//! [`Node`], which joins them. Builds without tokio (`--no-default-features`).
+
+mod flood;
+mod handler;
+mod mesh;
+mod node;
+mod rate;
+mod seen_cache;
+mod stats;
+
+pub use flood::msg_id;
+pub use handler::{Context, Delivery, Handler, InboundMessage, Verdict};
+pub use mesh::{CloseReason, ConnId, Direction, Inbound, Mesh, MeshEvent, Output, Relay};
+pub use node::Node;
+pub use rate::TokenBucket;
+pub use seen_cache::{MsgId, SeenCache};
+pub use stats::{MeshStats, PeerStats, Traffic};
+
+/// Time in the state machines: Unix milliseconds (virtual in simulations).
+pub type Millis = u64;

@@ -1,0 +1,52 @@
+//! Live cost counters.
+
+use std::collections::BTreeMap;
+
+use rs2p_base::PeerId;
+
+/// Counters for one direction of traffic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Frames.
+    pub frames: u64,
+    /// Frame bytes (bodies, without framing or encryption overhead).
+    pub bytes: u64,
+    /// Payload messages (floods and directs) for socket protocols.
+    pub messages: u64,
+}
+
+/// Counters for one peer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerStats {
+    /// What we sent to the peer.
+    pub sent: Traffic,
+    /// What we received from the peer.
+    pub received: Traffic,
+    /// Invalid messages the peer sent (bad signatures, forged origins, malformed frames).
+    pub strikes: u32,
+}
+
+/// The node's counters, in total and per peer currently connected.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MeshStats {
+    /// All traffic sent.
+    pub sent: Traffic,
+    /// All traffic received.
+    pub received: Traffic,
+    /// Floods received again after the first copy, and dropped.
+    pub duplicates: u64,
+    /// Floods delivered to a local handler or to the event stream.
+    pub delivered: u64,
+    /// Floods relayed to other peers (one per copy sent).
+    pub forwarded: u64,
+    /// Floods dropped for a bad signature or a forged origin.
+    pub bad_signatures: u64,
+    /// Floods dropped as too old, from the future, or out of hops.
+    pub stale: u64,
+    /// Frames that did not decode.
+    pub malformed: u64,
+    /// Connections closed because a peer broke a limit.
+    pub limit_disconnects: u64,
+    /// Counters per connected peer.
+    pub peers: BTreeMap<PeerId, PeerStats>,
+}

@@ -1,1 +1,442 @@
-//! tmp
+//! # rs2p-testkit: deterministic simulation of rs2p nodes
+//!
+//! [`Sim`] runs many [`Node`]s (the mesh state machine with its handlers) in one thread over an
+//! in-memory transport with virtual time. Links can lose, duplicate and delay frames
+//! ([`Faults`]); every random choice comes from one seed, so a failing run replays exactly:
+//! tests print the seed, and [`Sim::trace_hash`] proves two runs identical.
+//!
+//! ```
+//! use rs2p_testkit::{Faults, Sim};
+//!
+//! let mut sim = Sim::new(7, 3);
+//! sim.link(0, 1, Faults::NONE);
+//! sim.link(1, 2, Faults::NONE);
+//! sim.broadcast(0, "/demo/1", b"hi".to_vec());
+//! sim.run_until_idle();
+//! assert_eq!(sim.messages(2).len(), 1);
+//! assert_eq!(sim.messages(1).len(), 1);
+//! ```
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha12Rng;
+use rs2p_base::handshake::RemoteInfo;
+use rs2p_base::{hash256, Keypair, Network, PeerId};
+use rs2p_mesh::proto::{ConnId, Direction, Mesh, MeshEvent, Millis, Node, Output};
+use rs2p_mesh::MeshConfig;
+
+/// What a link does to the frames crossing it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Faults {
+    /// Probability that a frame is lost.
+    pub loss: f64,
+    /// Probability that a frame is delivered twice.
+    pub duplicate: f64,
+    /// Frames take 1 to this many milliseconds, independently (so they reorder).
+    pub max_delay_ms: u64,
+}
+
+impl Faults {
+    /// A perfect link with 1 ms latency.
+    pub const NONE: Faults = Faults {
+        loss: 0.0,
+        duplicate: 0.0,
+        max_delay_ms: 1,
+    };
+}
+
+/// A message a node's mesh delivered to the user (a protocol with no handler).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// The protocol id.
+    pub protocol: String,
+    /// Who created it.
+    pub origin: PeerId,
+    /// The payload.
+    pub payload: Bytes,
+}
+
+struct Link {
+    a: (usize, ConnId),
+    b: (usize, ConnId),
+    faults: Faults,
+}
+
+/// The simulator. See the [crate docs](crate).
+pub struct Sim {
+    nodes: Vec<Node>,
+    ids: Vec<PeerId>,
+    rng: ChaCha12Rng,
+    now: Millis,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(Millis, u64, usize, ConnId)>>,
+    in_flight: BTreeMap<u64, Bytes>,
+    /// conn → link index, per node.
+    conn_links: Vec<BTreeMap<ConnId, usize>>,
+    links: Vec<Option<Link>>,
+    next_conn: u64,
+    received: Vec<Vec<Received>>,
+    events: Vec<Vec<MeshEvent>>,
+    trace: [u8; 32],
+    /// Frames lost, duplicated and delivered.
+    pub counts: SimCounts,
+}
+
+/// What the transport did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SimCounts {
+    /// Frames delivered.
+    pub delivered: u64,
+    /// Frames dropped by [`Faults::loss`].
+    pub lost: u64,
+    /// Extra copies made by [`Faults::duplicate`].
+    pub duplicated: u64,
+}
+
+/// The virtual clock starts here (a plausible Unix time, so timestamps look real).
+pub const START: Millis = 1_700_000_000_000;
+
+impl Sim {
+    /// `n` nodes with identities derived from `seed`, the default mesh config without dialing.
+    pub fn new(seed: u64, n: usize) -> Self {
+        let mut cfg = MeshConfig::default();
+        cfg.min_peers = 0; // the simulation decides the topology
+        cfg.max_peers = 1024;
+        Self::with_config(seed, n, cfg)
+    }
+
+    /// Like [`Sim::new`] with a given mesh config.
+    pub fn with_config(seed: u64, n: usize, cfg: MeshConfig) -> Self {
+        let network = Network::named("sim");
+        let mut nodes = Vec::with_capacity(n);
+        let mut ids = Vec::with_capacity(n);
+        for i in 0..n {
+            let kp = Keypair::from_seed(hash256(
+                "rs2p/sim/key",
+                &[&seed.to_le_bytes(), &(i as u64).to_le_bytes()],
+            ));
+            ids.push(kp.peer_id());
+            let mesh = Mesh::new(cfg.clone(), kp, *network.id(), START);
+            nodes.push(Node::new(
+                mesh,
+                seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            ));
+        }
+        Self {
+            nodes,
+            ids,
+            rng: ChaCha12Rng::seed_from_u64(seed),
+            now: START,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            in_flight: BTreeMap::new(),
+            conn_links: vec![BTreeMap::new(); n],
+            links: Vec::new(),
+            next_conn: 0,
+            received: vec![Vec::new(); n],
+            events: vec![Vec::new(); n],
+            trace: [0; 32],
+            counts: SimCounts::default(),
+        }
+    }
+
+    /// The number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether there are no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Node `i`'s id.
+    pub fn id(&self, i: usize) -> PeerId {
+        self.ids[i]
+    }
+
+    /// Node `i`'s state machine.
+    pub fn node(&self, i: usize) -> &Node {
+        &self.nodes[i]
+    }
+
+    /// Node `i`'s state machine, for inputs (call [`Sim::flush`] afterwards).
+    pub fn node_mut(&mut self, i: usize) -> &mut Node {
+        &mut self.nodes[i]
+    }
+
+    /// The virtual time.
+    pub fn now(&self) -> Millis {
+        self.now
+    }
+
+    /// A hash of everything delivered so far, in order: equal for equal seeds.
+    pub fn trace_hash(&self) -> [u8; 32] {
+        self.trace
+    }
+
+    /// Messages node `i`'s mesh delivered for protocols without a handler.
+    pub fn messages(&self, i: usize) -> &[Received] {
+        &self.received[i]
+    }
+
+    /// Events node `i` reported (peers connecting and leaving, bans).
+    pub fn events(&self, i: usize) -> &[MeshEvent] {
+        &self.events[i]
+    }
+
+    fn fake_addr(i: usize) -> SocketAddr {
+        SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250 + 1) as u8], 4000))
+    }
+
+    /// Connects `a` (dialer) and `b` with a link that suffers `faults`.
+    pub fn link(&mut self, a: usize, b: usize, faults: Faults) {
+        let (ca, cb) = (ConnId(self.next_conn + 1), ConnId(self.next_conn + 2));
+        self.next_conn += 2;
+        let idx = self.links.len();
+        self.links.push(Some(Link {
+            a: (a, ca),
+            b: (b, cb),
+            faults,
+        }));
+        self.conn_links[a].insert(ca, idx);
+        self.conn_links[b].insert(cb, idx);
+        let now = self.now;
+        let remote = |j: usize, ids: &[PeerId]| RemoteInfo {
+            peer_id: ids[j],
+            listen_addrs: vec![Self::fake_addr(j)],
+            protocols: vec![],
+        };
+        let (ra, rb) = (remote(b, &self.ids), remote(a, &self.ids));
+        self.nodes[a].handle_established(
+            ca,
+            Direction::Outbound,
+            Some(Self::fake_addr(b)),
+            ra,
+            Self::fake_addr(b),
+            now,
+        );
+        self.nodes[b].handle_established(cb, Direction::Inbound, None, rb, Self::fake_addr(a), now);
+        self.flush();
+    }
+
+    /// Cuts every link between `a` and `b` (both ends see the connection close).
+    pub fn unlink(&mut self, a: usize, b: usize) {
+        let idxs: Vec<usize> = self
+            .links
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| {
+                l.as_ref()
+                    .filter(|l| (l.a.0, l.b.0) == (a, b) || (l.a.0, l.b.0) == (b, a))
+                    .map(|_| i)
+            })
+            .collect();
+        for i in idxs {
+            self.drop_link(i);
+        }
+        self.flush();
+    }
+
+    fn drop_link(&mut self, idx: usize) {
+        if let Some(link) = self.links[idx].take() {
+            let now = self.now;
+            for (node, conn) in [link.a, link.b] {
+                self.conn_links[node].remove(&conn);
+                self.nodes[node].handle_closed(conn, now);
+            }
+        }
+    }
+
+    /// Node `i` floods `payload` under `protocol`.
+    pub fn broadcast(&mut self, i: usize, protocol: &str, payload: impl Into<Bytes>) {
+        let now = self.now;
+        self.nodes[i]
+            .broadcast(protocol, payload.into(), now)
+            .expect("a valid payload");
+        self.flush();
+    }
+
+    /// Moves every node's pending outputs into the transport.
+    pub fn flush(&mut self) {
+        for i in 0..self.nodes.len() {
+            while let Some(out) = self.nodes[i].poll_output() {
+                match out {
+                    Output::Send { conn, frame } => self.transmit(i, conn, frame),
+                    Output::Close { conn, .. } => {
+                        if let Some(&idx) = self.conn_links[i].get(&conn) {
+                            self.drop_link(idx);
+                        }
+                    }
+                    Output::Event(MeshEvent::Message {
+                        protocol,
+                        origin,
+                        payload,
+                        ..
+                    }) => {
+                        self.received[i].push(Received {
+                            protocol,
+                            origin,
+                            payload,
+                        });
+                    }
+                    Output::Event(e) => self.events[i].push(e),
+                    Output::Dial { .. } | Output::Deliver(_) => {}
+                }
+            }
+        }
+    }
+
+    fn transmit(&mut self, from: usize, conn: ConnId, frame: Bytes) {
+        let Some(&idx) = self.conn_links[from].get(&conn) else {
+            return;
+        };
+        let Some(link) = self.links[idx].as_ref() else {
+            return;
+        };
+        let (to, to_conn) = if link.a == (from, conn) {
+            link.b
+        } else {
+            link.a
+        };
+        let faults = link.faults;
+        if self.rng.gen_bool(faults.loss) {
+            self.counts.lost += 1;
+            return;
+        }
+        let copies = if self.rng.gen_bool(faults.duplicate) {
+            self.counts.duplicated += 1;
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let at = self.now + self.rng.gen_range(1..=faults.max_delay_ms.max(1));
+            self.seq += 1;
+            self.in_flight.insert(self.seq, frame.clone());
+            self.queue.push(Reverse((at, self.seq, to, to_conn)));
+        }
+    }
+
+    /// Delivers frames and fires timers until nothing is in flight (timers further than `limit`
+    /// ahead are not waited for). Returns the virtual time it took.
+    pub fn run_until_idle(&mut self) -> Millis {
+        let start = self.now;
+        while let Some(Reverse((at, seq, to, conn))) = self.queue.pop() {
+            self.now = self.now.max(at);
+            let Some(frame) = self.in_flight.remove(&seq) else {
+                continue;
+            };
+            if !self.conn_links[to].contains_key(&conn) {
+                continue; // the link was cut while the frame was in flight
+            }
+            self.counts.delivered += 1;
+            self.trace = hash256(
+                "rs2p/sim/trace",
+                &[
+                    &self.trace,
+                    &at.to_le_bytes(),
+                    &(to as u64).to_le_bytes(),
+                    &frame,
+                ],
+            );
+            let now = self.now;
+            self.nodes[to].handle_frame(conn, frame, now);
+            self.fire_timers();
+            self.flush();
+        }
+        self.now - start
+    }
+
+    /// Advances virtual time by `ms`, firing timers and delivering frames on the way.
+    pub fn advance(&mut self, ms: Millis) {
+        let end = self.now + ms;
+        loop {
+            let next_frame = self
+                .queue
+                .peek()
+                .map_or(Millis::MAX, |Reverse((at, ..))| *at);
+            let next_timer = self
+                .nodes
+                .iter()
+                .map(Node::next_deadline)
+                .min()
+                .unwrap_or(Millis::MAX);
+            let next = next_frame.min(next_timer);
+            if next > end {
+                break;
+            }
+            if next_frame <= next_timer {
+                let Some(Reverse((at, seq, to, conn))) = self.queue.pop() else {
+                    break;
+                };
+                self.now = self.now.max(at);
+                let Some(frame) = self.in_flight.remove(&seq) else {
+                    continue;
+                };
+                if self.conn_links[to].contains_key(&conn) {
+                    self.counts.delivered += 1;
+                    self.trace = hash256(
+                        "rs2p/sim/trace",
+                        &[
+                            &self.trace,
+                            &at.to_le_bytes(),
+                            &(to as u64).to_le_bytes(),
+                            &frame,
+                        ],
+                    );
+                    let now = self.now;
+                    self.nodes[to].handle_frame(conn, frame, now);
+                }
+            } else {
+                self.now = self.now.max(next_timer);
+                self.fire_timers();
+            }
+            self.flush();
+        }
+        self.now = end;
+    }
+
+    fn fire_timers(&mut self) {
+        let now = self.now;
+        for node in &mut self.nodes {
+            if node.next_deadline() <= now {
+                node.handle_tick(now);
+            }
+        }
+    }
+
+    /// A random connected graph: a random spanning tree of perfect links (so every node stays
+    /// reachable), plus about `extra` more links per node that suffer `faults`.
+    pub fn random_graph(&mut self, extra: f64, faults: Faults) {
+        let n = self.nodes.len();
+        let mut edges = std::collections::BTreeSet::new();
+        for i in 1..n {
+            let j = self.rng.gen_range(0..i);
+            edges.insert((j, i));
+            self.link(
+                j,
+                i,
+                Faults {
+                    loss: 0.0,
+                    ..faults
+                },
+            );
+        }
+        let want = (extra * n as f64) as usize;
+        for _ in 0..want * 4 {
+            if edges.len() >= n - 1 + want || n < 3 {
+                break;
+            }
+            let (a, b) = (self.rng.gen_range(0..n), self.rng.gen_range(0..n));
+            let e = (a.min(b), a.max(b));
+            if a != b && edges.insert(e) {
+                self.link(e.0, e.1, faults);
+            }
+        }
+    }
+}

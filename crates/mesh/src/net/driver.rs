@@ -153,6 +153,8 @@ impl Driver {
                 cmd = self.cmd_rx.recv() => match cmd {
                     Some(Command::Close { reply }) => {
                         self.shutdown().await;
+                        // Release the listening port before saying we are closed.
+                        drop(self);
                         let _ = reply.send(());
                         return;
                     }

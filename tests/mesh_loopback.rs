@@ -1,0 +1,215 @@
+//! The mesh socket over real TCP on loopback.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rs2p_mesh::net::EventItem;
+use rs2p_mesh::{Keypair, MeshConfig, MeshError, MeshEvent, MeshOptions, MeshSocket, Network};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn node() -> MeshSocket {
+    MeshSocket::bind(MeshOptions::default()).await.unwrap()
+}
+
+async fn wait_for<F: std::future::Future<Output = bool>>(mut cond: impl FnMut() -> F, what: &str) {
+    for _ in 0..200 {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Collects `n` messages from an event stream.
+async fn messages(s: &mut rs2p_mesh::EventStream, n: usize) -> Vec<bytes::Bytes> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        match tokio::time::timeout(Duration::from_secs(5), s.next()).await {
+            Ok(Some(EventItem::Event(MeshEvent::Message { payload, .. }))) => got.push(payload),
+            Ok(Some(_)) => {}
+            other => panic!("after {} of {n} messages: {other:?}", got.len()),
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_nodes_given_one_address_find_each_other_and_every_broadcast_arrives_once() {
+    let first = node().await;
+    let mut nodes = vec![first.clone()];
+    for _ in 1..10 {
+        let n = node().await;
+        n.connect(first.local_addr()).await.unwrap();
+        nodes.push(n);
+    }
+    // Peer exchange: each node dials what it learns until it has min_peers (8) of the 9 others.
+    wait_for(
+        || {
+            let nodes = nodes.clone();
+            async move {
+                for n in &nodes {
+                    if n.peers().await.unwrap().len() < 8 {
+                        return false;
+                    }
+                }
+                true
+            }
+        },
+        "every node to reach min_peers",
+    )
+    .await;
+    let mut streams: Vec<_> = nodes.iter().map(|n| n.events()).collect();
+    for (i, n) in nodes.iter().enumerate() {
+        n.broadcast("/test/1", format!("from {i}")).await.unwrap();
+    }
+    for (i, s) in streams.iter_mut().enumerate() {
+        let mut got = messages(s, 9).await;
+        got.sort();
+        got.dedup();
+        assert_eq!(got.len(), 9, "node {i} got each other node's broadcast");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for (i, n) in nodes.iter().enumerate() {
+        let st = n.stats().await.unwrap();
+        assert_eq!(
+            st.delivered, 9,
+            "node {i} delivered each broadcast exactly once"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_drops_and_comes_back_is_reconnected() {
+    let a = node().await;
+    let b = node().await;
+    b.connect(a.local_addr()).await.unwrap();
+    // c has a fixed identity and address, and a is told to keep it connected.
+    let key = Keypair::generate();
+    let opts = MeshOptions {
+        keypair: Some(key.clone()),
+        ..MeshOptions::default()
+    };
+    let c = MeshSocket::bind(opts).await.unwrap();
+    let c_addr: SocketAddr = c.local_addr();
+    a.connect(c_addr).await.unwrap();
+    wait_for(
+        || {
+            let b = b.clone();
+            async move { b.peers().await.unwrap().len() == 2 }
+        },
+        "b to find c",
+    )
+    .await;
+
+    c.close().await.unwrap();
+    wait_for(
+        || {
+            let a = a.clone();
+            async move { a.peers().await.unwrap().len() == 1 }
+        },
+        "a to see c leave",
+    )
+    .await;
+
+    let c = MeshSocket::bind(MeshOptions {
+        listen: c_addr,
+        keypair: Some(key),
+        ..MeshOptions::default()
+    })
+    .await
+    .unwrap();
+    wait_for(
+        || {
+            let c = c.clone();
+            async move { c.peers().await.unwrap().len() == 2 }
+        },
+        "a and b to redial c",
+    )
+    .await;
+    let mut ea = a.events();
+    let mut eb = b.events();
+    c.broadcast("/test/1", "back").await.unwrap();
+    assert_eq!(messages(&mut ea, 1).await, vec![bytes::Bytes::from("back")]);
+    assert_eq!(messages(&mut eb, 1).await, vec![bytes::Bytes::from("back")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_dialing_each_other_at_once_keep_exactly_one_connection() {
+    for _ in 0..5 {
+        let a = node().await;
+        let b = node().await;
+        let (ra, rb) = tokio::join!(a.connect(b.local_addr()), b.connect(a.local_addr()));
+        assert_eq!(ra.unwrap(), b.local_id());
+        assert_eq!(rb.unwrap(), a.local_id());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(a.peers().await.unwrap(), vec![b.local_id()]);
+        assert_eq!(b.peers().await.unwrap(), vec![a.local_id()]);
+        let mut eb = b.events();
+        a.whisper(b.local_id(), "/test/1", "hi").await.unwrap();
+        assert_eq!(messages(&mut eb, 1).await, vec![bytes::Bytes::from("hi")]);
+        a.close().await.unwrap();
+        b.close().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_of_another_network_is_refused_and_nothing_is_delivered() {
+    let a = MeshSocket::bind(MeshOptions {
+        network: Network::named("one"),
+        ..MeshOptions::default()
+    })
+    .await
+    .unwrap();
+    let b = MeshSocket::bind(MeshOptions {
+        network: Network::named("two"),
+        ..MeshOptions::default()
+    })
+    .await
+    .unwrap();
+    let err = a.connect(b.local_addr()).await.unwrap_err();
+    assert!(matches!(err, MeshError::Handshake(_)), "{err:?}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(a.peers().await.unwrap().is_empty());
+    assert!(b.peers().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_garbage_peers_are_dropped_and_honest_peers_unaffected() {
+    let mut config = MeshConfig::default();
+    config.handshake_timeout = Duration::from_millis(300);
+    let a = MeshSocket::bind(MeshOptions {
+        config,
+        ..MeshOptions::default()
+    })
+    .await
+    .unwrap();
+    // A peer that connects and says nothing.
+    let mut silent = tokio::net::TcpStream::connect(a.local_addr())
+        .await
+        .unwrap();
+    // A peer that sends garbage.
+    let mut garbage = tokio::net::TcpStream::connect(a.local_addr())
+        .await
+        .unwrap();
+    garbage.write_all(&[0x00, 0x40]).await.unwrap();
+    garbage.write_all(&[0xAB; 64]).await.unwrap();
+    // An honest peer connects meanwhile.
+    let b = node().await;
+    b.connect(a.local_addr()).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(3), garbage.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "garbage peer is disconnected");
+    let n = tokio::time::timeout(Duration::from_secs(3), silent.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "silent peer is disconnected at the handshake timeout");
+    assert_eq!(a.peers().await.unwrap(), vec![b.local_id()]);
+    let mut eb = b.events();
+    a.broadcast("/test/1", "still fine").await.unwrap();
+    assert_eq!(messages(&mut eb, 1).await.len(), 1);
+}

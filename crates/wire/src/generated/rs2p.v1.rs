@@ -193,3 +193,106 @@ pub mod goodbye {
         }
     }
 }
+/// One write to the replicated dictionary.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Record {
+    #[prost(bytes = "bytes", tag = "1")]
+    pub key: ::prost::bytes::Bytes,
+    /// The value; empty for a tombstone.
+    #[prost(bytes = "bytes", tag = "2")]
+    pub value: ::prost::bytes::Bytes,
+    /// True when this write deletes the key (and relinquishes the owner's lease).
+    #[prost(bool, tag = "3")]
+    pub tombstone: bool,
+    /// The writer's PeerId (32 bytes); equal to the batch's owner.
+    #[prost(bytes = "bytes", tag = "4")]
+    pub owner: ::prost::bytes::Bytes,
+    /// The writer's clock when it wrote (Unix ms), non-decreasing per owner.
+    #[prost(uint64, tag = "5")]
+    pub issued_at_ms: u64,
+    /// Strictly increasing per owner (survives restarts: at least issued_at_ms << 10).
+    #[prost(uint64, tag = "6")]
+    pub version: u64,
+    /// Until when the owner leases the key (Unix ms); equal to issued_at_ms without leasing.
+    #[prost(uint64, tag = "7")]
+    pub lease_until_ms: u64,
+}
+/// Records signed together by their owner: the signature covers the Merkle root over the leaf
+/// hashes of every record of the original batch, so one signature authenticates them all.
+///
+/// leaf_i = BLAKE2s("rs2p/v1/sync-leaf", encoded record i)
+/// node   = BLAKE2s("rs2p/v1/sync-node", left, right), an odd last node moves up unchanged
+/// signature = ed25519(owner, "rs2p/v1/sync-batch" || network_id || root || leaf count (u32 LE))
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RecordBatch {
+    #[prost(bytes = "bytes", tag = "1")]
+    pub owner: ::prost::bytes::Bytes,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub signature: ::prost::bytes::Bytes,
+    /// Encoded `Record`s.
+    #[prost(bytes = "bytes", repeated, tag = "3")]
+    pub records: ::prost::alloc::vec::Vec<::prost::bytes::Bytes>,
+    /// Empty when `records` is the whole batch in order. Otherwise every leaf hash of the original
+    /// batch, and `indices` gives each record's position among them.
+    #[prost(bytes = "bytes", repeated, tag = "4")]
+    pub leaves: ::prost::alloc::vec::Vec<::prost::bytes::Bytes>,
+    #[prost(uint32, repeated, tag = "5")]
+    pub indices: ::prost::alloc::vec::Vec<u32>,
+}
+/// Level 1 of anti-entropy: one XOR of record hashes per bucket of keys (256 buckets).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SyncDigest {
+    #[prost(fixed64, repeated, tag = "1")]
+    pub buckets: ::prost::alloc::vec::Vec<u64>,
+    #[prost(uint64, tag = "2")]
+    pub key_count: u64,
+}
+/// Level 2: for each differing bucket, each key's hash and the XOR of its record hashes.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BucketKeys {
+    #[prost(uint32, tag = "1")]
+    pub bucket: u32,
+    #[prost(fixed64, repeated, tag = "2")]
+    pub key_hashes: ::prost::alloc::vec::Vec<u64>,
+    #[prost(fixed64, repeated, tag = "3")]
+    pub states: ::prost::alloc::vec::Vec<u64>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct SyncKeyList {
+    #[prost(message, repeated, tag = "1")]
+    pub buckets: ::prost::alloc::vec::Vec<BucketKeys>,
+}
+/// Asks for every record of these keys.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SyncWant {
+    #[prost(fixed64, repeated, tag = "1")]
+    pub key_hashes: ::prost::alloc::vec::Vec<u64>,
+}
+/// Records sent point to point by join and repair (not relayed).
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct SyncTransfer {
+    #[prost(message, repeated, tag = "1")]
+    pub batches: ::prost::alloc::vec::Vec<RecordBatch>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct SyncMessage {
+    #[prost(oneof = "sync_message::Kind", tags = "1, 2, 3, 4, 5")]
+    pub kind: ::core::option::Option<sync_message::Kind>,
+}
+/// Nested message and enum types in `SyncMessage`.
+pub mod sync_message {
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
+    pub enum Kind {
+        /// Fresh writes, flooded through the mesh.
+        #[prost(message, tag = "1")]
+        Live(super::RecordBatch),
+        #[prost(message, tag = "2")]
+        Digest(super::SyncDigest),
+        #[prost(message, tag = "3")]
+        Keys(super::SyncKeyList),
+        #[prost(message, tag = "4")]
+        Want(super::SyncWant),
+        #[prost(message, tag = "5")]
+        Transfer(super::SyncTransfer),
+    }
+}

@@ -1,0 +1,289 @@
+//! The tokio-driven [`SyncSocket`].
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context as TaskContext, Poll};
+
+use bytes::Bytes;
+use rs2p_base::{Keypair, PeerId};
+use rs2p_mesh::{Context, Handler, InboundMessage, MeshOptions, MeshSocket, Verdict};
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::proto::{SyncEvent, SyncMachine, SyncStats, PROTOCOL};
+use crate::{DelError, SetError, SyncConfig, SyncError};
+
+/// How to start a [`SyncSocket`].
+#[derive(Debug, Clone, Default)]
+pub struct SyncOptions {
+    /// The mesh underneath (address, network, identity, limits).
+    pub mesh: MeshOptions,
+    /// The dictionary's settings.
+    pub sync: SyncConfig,
+}
+
+/// The machine shared between the mesh task (which calls it as a [`Handler`]) and the user's
+/// handles (which read it directly); events go out through a broadcast channel after every call.
+#[derive(Clone)]
+struct Shared {
+    machine: Arc<Mutex<SyncMachine>>,
+    events: broadcast::Sender<SyncEvent>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, SyncMachine> {
+        self.machine.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut SyncMachine) -> R) -> R {
+        let mut m = self.lock();
+        let r = f(&mut m);
+        for e in m.take_events() {
+            let _ = self.events.send(e);
+        }
+        r
+    }
+}
+
+impl Handler for Shared {
+    fn protocol(&self) -> &str {
+        PROTOCOL
+    }
+    fn verifies_own_payloads(&self) -> bool {
+        true
+    }
+    fn on_peer_connected(&mut self, cx: &mut Context<'_>, peer: PeerId) {
+        self.with(|m| m.on_peer_connected(cx, peer));
+    }
+    fn on_peer_disconnected(&mut self, cx: &mut Context<'_>, peer: PeerId) {
+        self.with(|m| m.on_peer_disconnected(cx, peer));
+    }
+    fn on_message(&mut self, cx: &mut Context<'_>, msg: InboundMessage) -> Verdict {
+        self.with(|m| m.on_message(cx, msg))
+    }
+    fn on_timer(&mut self, cx: &mut Context<'_>, token: u64) {
+        self.with(|m| m.on_timer(cx, token));
+    }
+}
+
+/// A dictionary replicated on every peer of the mesh (py2p's `SyncSocket`).
+///
+/// Reads (`get`, `keys`, `len`, …) are local and never wait for the network. Writes are signed,
+/// applied locally, and flooded; with leasing on (the default) a key written by another peer
+/// cannot be overwritten or deleted here until its lease expires ([`SetError::LeaseHeld`]).
+/// Keys and values are bytes; anything `AsRef<[u8]>` works (`"测试"`, `b"k"`, `Vec<u8>`, `Bytes`).
+///
+/// Cloning gives another handle to the same node.
+#[derive(Clone)]
+pub struct SyncSocket {
+    mesh: MeshSocket,
+    shared: Shared,
+}
+
+impl std::fmt::Debug for SyncSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncSocket")
+            .field("mesh", &self.mesh)
+            .finish_non_exhaustive()
+    }
+}
+
+fn bytes(b: impl AsRef<[u8]>) -> Bytes {
+    Bytes::copy_from_slice(b.as_ref())
+}
+
+impl SyncSocket {
+    /// Starts a mesh node and the sync socket on it.
+    pub async fn bind(mut opts: SyncOptions) -> Result<Self, SyncError> {
+        let keypair = opts
+            .mesh
+            .keypair
+            .get_or_insert_with(Keypair::generate)
+            .clone();
+        let network_id = *opts.mesh.network.id();
+        let mesh = MeshSocket::bind(opts.mesh).await?;
+        let (events, _) = broadcast::channel(4096);
+        let shared = Shared {
+            machine: Arc::new(Mutex::new(SyncMachine::new(opts.sync, keypair, network_id))),
+            events,
+        };
+        mesh.register(shared.clone()).await?;
+        Ok(Self { mesh, shared })
+    }
+
+    /// The mesh socket underneath: connect to peers, list them, close.
+    pub fn mesh(&self) -> &MeshSocket {
+        &self.mesh
+    }
+
+    /// This node's id.
+    pub fn local_id(&self) -> PeerId {
+        self.mesh.local_id()
+    }
+
+    async fn write<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut SyncMachine, &mut Context<'_>) -> R + Send + 'static,
+    ) -> Option<R> {
+        let shared = self.shared.clone();
+        self.mesh
+            .call(PROTOCOL, move |cx| shared.with(|m| f(m, cx)))
+            .await
+            .ok()
+    }
+
+    /// The value of `key`, if it has one.
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Option<Bytes> {
+        self.shared.lock().get(key.as_ref())
+    }
+
+    /// Whether `key` has a value.
+    pub fn contains(&self, key: impl AsRef<[u8]>) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// The owner and timestamp (Unix ms) of the write `key` shows (js2p's `metatuple`).
+    pub fn meta(&self, key: impl AsRef<[u8]>) -> Option<(PeerId, u64)> {
+        self.shared
+            .lock()
+            .store()
+            .get(key.as_ref())
+            .map(|r| (r.owner, r.issued_at))
+    }
+
+    /// The number of keys with a value.
+    pub fn len(&self) -> usize {
+        self.shared.lock().store().len()
+    }
+
+    /// Whether the dictionary is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every key and value, sorted by key: a snapshot, since other peers may change it right
+    /// after.
+    pub fn items(&self) -> Vec<(Bytes, Bytes)> {
+        let m = self.shared.lock();
+        let mut v: Vec<(Bytes, Bytes)> = m
+            .store()
+            .iter()
+            .map(|(k, r)| (k.clone(), r.value.clone()))
+            .collect();
+        drop(m);
+        v.sort();
+        v
+    }
+
+    /// Every key, sorted (a snapshot).
+    pub fn keys(&self) -> Vec<Bytes> {
+        self.items().into_iter().map(|(k, _)| k).collect()
+    }
+
+    /// Every value, in key order (a snapshot).
+    pub fn values(&self) -> Vec<Bytes> {
+        self.items().into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// Sets `key` to `value` on every peer. Fails if another peer leases the key.
+    pub async fn set(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+    ) -> Result<(), SetError> {
+        let (k, v) = (bytes(key), bytes(value));
+        self.write(move |m, cx| m.set(cx, k, v))
+            .await
+            .unwrap_or(Err(SetError::Closed))
+    }
+
+    /// Sets many keys as one signed batch: all or none.
+    pub async fn update<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        items: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<(), SetError> {
+        let writes: Vec<(Bytes, Option<Bytes>)> = items
+            .into_iter()
+            .map(|(k, v)| (bytes(k), Some(bytes(v))))
+            .collect();
+        self.write(move |m, cx| m.write(cx, writes))
+            .await
+            .unwrap_or(Err(SetError::Closed))
+    }
+
+    /// Deletes `key` everywhere, relinquishing this node's lease on it.
+    pub async fn del(&self, key: impl AsRef<[u8]>) -> Result<(), DelError> {
+        let k = bytes(key);
+        self.write(move |m, cx| m.del(cx, k))
+            .await
+            .unwrap_or(Err(DelError::Closed))
+    }
+
+    /// Deletes `key` and returns its value.
+    pub async fn pop(&self, key: impl AsRef<[u8]>) -> Result<Bytes, DelError> {
+        let k = bytes(key);
+        self.write(move |m, cx| m.pop(cx, k))
+            .await
+            .unwrap_or(Err(DelError::Closed))
+    }
+
+    /// Deletes some key this node may delete, and returns it with its value.
+    pub async fn popitem(&self) -> Result<(Bytes, Bytes), DelError> {
+        self.write(|m, cx| m.popitem(cx))
+            .await
+            .unwrap_or(Err(DelError::Closed))
+    }
+
+    /// The dictionary's counters.
+    pub fn stats(&self) -> SyncStats {
+        self.shared.lock().stats().clone()
+    }
+
+    /// Events from now on: updates and deletes by any peer, and writes that lost a lease
+    /// conflict. A subscriber more than 4096 events behind gets `Lagged` and continues.
+    pub fn subscribe(&self) -> SyncEvents {
+        SyncEvents(BroadcastStream::new(self.shared.events.subscribe()))
+    }
+
+    /// Closes the node.
+    pub async fn close(&self) -> Result<(), SyncError> {
+        Ok(self.mesh.close().await?)
+    }
+}
+
+/// One item of [`SyncEvents`].
+#[derive(Debug, Clone)]
+pub enum SyncEventItem {
+    /// An event.
+    Event(SyncEvent),
+    /// This many events were missed.
+    Lagged(u64),
+}
+
+/// A `Stream` of dictionary events (see [`SyncSocket::subscribe`]).
+#[derive(Debug)]
+pub struct SyncEvents(BroadcastStream<SyncEvent>);
+
+impl futures_core::Stream for SyncEvents {
+    type Item = SyncEventItem;
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<SyncEventItem>> {
+        Pin::new(&mut self.0).poll_next(cx).map(|i| {
+            i.map(|r| match r {
+                Ok(e) => SyncEventItem::Event(e),
+                Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                    SyncEventItem::Lagged(n)
+                }
+            })
+        })
+    }
+}
+
+impl SyncEvents {
+    /// The next event, or `None` once the socket is gone.
+    pub async fn next(&mut self) -> Option<SyncEventItem> {
+        std::future::poll_fn(|cx| futures_core::Stream::poll_next(Pin::new(&mut *self), cx)).await
+    }
+}

@@ -1,0 +1,555 @@
+//! The sync socket's state machine: a [`Handler`] on the mesh under [`PROTOCOL`].
+//!
+//! - **Local writes** ([`SyncMachine::set`], …) check the lease by local knowledge, sign the
+//!   records as one batch, apply them, and flood the batch.
+//! - **Live batches** from the mesh are verified (signature, network, timestamps, lease length,
+//!   sizes) and merged; a valid batch with something new is relayed, an invalid one is refused,
+//!   counted and never relayed.
+//! - **Join and repair.** When a peer connects, and every `repair_interval` with a random peer,
+//!   the node sends its level-1 digest (256 bucket hashes). The receiver answers with the keys of
+//!   the buckets that differ (key hash and record-set hash each); the first side then pushes its
+//!   records for keys that differ or the other lacks, and asks for the rest. A node with no keys
+//!   receives the whole dictionary in chunks. Records learned this way are verified like live
+//!   ones and not relayed.
+//!
+//! Events for the user (updates, deletes, writes that lost) queue in [`SyncMachine::take_events`].
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use prost::Message;
+use rand::Rng;
+use rs2p_base::wire::pb::{self, sync_message::Kind};
+use rs2p_base::{Keypair, PeerId};
+use rs2p_mesh::{Context, Handler, InboundMessage, Verdict};
+
+use super::record::{self, Limits, Record, Stored};
+use super::store::{bucket_of, key_hash, Change, Store, BUCKETS};
+use crate::config::ms;
+use crate::{DelError, RecordError, SetError, SyncConfig};
+
+/// The sync socket's protocol id on the mesh.
+pub const PROTOCOL: &str = "/rs2p/sync/1";
+
+const REPAIR_TIMER: u64 = 1;
+
+/// Something that happened to the dictionary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SyncEvent {
+    /// A key got a new value (js2p's `'update'`), by a local or a remote write.
+    Updated {
+        /// The key.
+        key: Bytes,
+        /// Its value.
+        value: Bytes,
+        /// Who wrote it.
+        owner: PeerId,
+        /// When (the owner's clock, Unix ms).
+        timestamp: u64,
+    },
+    /// A key was deleted (js2p's `'delete'`).
+    Deleted {
+        /// The key.
+        key: Bytes,
+    },
+    /// A write that was shown lost to an earlier lease that arrived late (two sides of a
+    /// partition both granted a lease; the resolution picked the other).
+    WriteLost {
+        /// The key.
+        key: Bytes,
+        /// The owner of the write that lost.
+        loser: PeerId,
+        /// When that write was issued.
+        loser_issued_at: u64,
+        /// The owner whose write is shown now, if any.
+        winner: Option<PeerId>,
+    },
+}
+
+/// The sync socket's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    /// Records written locally.
+    pub local_writes: u64,
+    /// Records received and stored (live or repair).
+    pub records_received: u64,
+    /// Records received that were already known.
+    pub records_known: u64,
+    /// Records that arrived after a live lease of another owner and so do not show.
+    pub lease_conflicts: u64,
+    /// Batches refused, by reason.
+    pub refused: HashMap<String, u64>,
+    /// Digest exchanges started.
+    pub repairs_started: u64,
+    /// Records sent by join and repair.
+    pub records_sent_repair: u64,
+    /// Bytes of records sent by join and repair.
+    pub bytes_sent_repair: u64,
+}
+
+/// The state machine. See the [module docs](self).
+#[derive(Debug)]
+pub struct SyncMachine {
+    cfg: SyncConfig,
+    keypair: Keypair,
+    network_id: [u8; 32],
+    store: Store,
+    last_issued: u64,
+    last_version: u64,
+    events: VecDeque<SyncEvent>,
+    stats: SyncStats,
+    repair_armed: bool,
+}
+
+impl SyncMachine {
+    /// A machine for the node with `keypair` in the network `network_id`.
+    pub fn new(cfg: SyncConfig, keypair: Keypair, network_id: [u8; 32]) -> Self {
+        Self {
+            store: Store::new(cfg.leasing),
+            cfg,
+            keypair,
+            network_id,
+            last_issued: 0,
+            last_version: 0,
+            events: VecDeque::new(),
+            stats: SyncStats::default(),
+            repair_armed: false,
+        }
+    }
+
+    /// The dictionary.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &SyncStats {
+        &self.stats
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &[u8]) -> Option<Bytes> {
+        self.store.get(key).map(|r| r.value.clone())
+    }
+
+    /// Events since the last call, oldest first.
+    pub fn take_events(&mut self) -> impl Iterator<Item = SyncEvent> + '_ {
+        self.events.drain(..)
+    }
+
+    fn limits(&self, now: u64) -> Limits {
+        Limits {
+            network_id: self.network_id,
+            now,
+            max_skew: ms(self.cfg.max_skew),
+            max_lease: if self.cfg.leasing {
+                ms(self.cfg.lease)
+            } else {
+                0
+            },
+            max_key_len: self.cfg.max_key_len,
+            max_value_len: self.cfg.max_value_len,
+        }
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<(), SetError> {
+        if key.is_empty() || key.len() > self.cfg.max_key_len {
+            return Err(SetError::BadKey {
+                len: key.len(),
+                max: self.cfg.max_key_len,
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes several keys as one signed batch: all or none (a lease held by another peer on any
+    /// key refuses the whole update). Deletes are `None` values.
+    pub fn write(
+        &mut self,
+        cx: &mut Context<'_>,
+        writes: Vec<(Bytes, Option<Bytes>)>,
+    ) -> Result<(), SetError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let me = self.keypair.peer_id();
+        let now = cx.now();
+        for (k, v) in &writes {
+            self.check_key(k)?;
+            if let Some(v) = v {
+                if v.len() > self.cfg.max_value_len {
+                    return Err(SetError::ValueTooLarge {
+                        len: v.len(),
+                        max: self.cfg.max_value_len,
+                    });
+                }
+            }
+            if let Some((owner, until)) = self.store.lease_against(k, me, now) {
+                return Err(SetError::LeaseHeld { owner, until });
+            }
+        }
+        let issued_at = now.max(self.last_issued);
+        self.last_issued = issued_at;
+        let lease = if self.cfg.leasing {
+            ms(self.cfg.lease)
+        } else {
+            0
+        };
+        let records: Vec<Record> = writes
+            .into_iter()
+            .map(|(key, value)| {
+                self.last_version = (self.last_version + 1).max(issued_at << 10);
+                let tombstone = value.is_none();
+                Record {
+                    key,
+                    value: value.unwrap_or_default(),
+                    tombstone,
+                    owner: me,
+                    issued_at,
+                    version: self.last_version,
+                    lease_until: if tombstone {
+                        issued_at
+                    } else {
+                        issued_at + lease
+                    },
+                }
+            })
+            .collect();
+        self.stats.local_writes += records.len() as u64;
+        let (stored, wire) = record::seal(&self.keypair, &self.network_id, records);
+        for s in stored {
+            self.merge(s);
+        }
+        let msg = pb::SyncMessage {
+            kind: Some(Kind::Live(wire)),
+        };
+        cx.broadcast(msg.encode_to_vec());
+        Ok(())
+    }
+
+    /// Sets one key.
+    pub fn set(&mut self, cx: &mut Context<'_>, key: Bytes, value: Bytes) -> Result<(), SetError> {
+        self.write(cx, vec![(key, Some(value))])
+    }
+
+    /// Deletes one key (relinquishing this node's lease on it).
+    pub fn del(&mut self, cx: &mut Context<'_>, key: Bytes) -> Result<(), DelError> {
+        if self.store.get(&key).is_none() {
+            return Err(DelError::NotFound);
+        }
+        self.write(cx, vec![(key, None)]).map_err(DelError::from)
+    }
+
+    /// Deletes one key and returns its value.
+    pub fn pop(&mut self, cx: &mut Context<'_>, key: Bytes) -> Result<Bytes, DelError> {
+        let value = self.get(&key).ok_or(DelError::NotFound)?;
+        self.del(cx, key)?;
+        Ok(value)
+    }
+
+    /// Deletes some key this node may delete and returns it with its value. With leasing, keys
+    /// leased by others are skipped; if only such keys exist, fails with the first one's lease.
+    pub fn popitem(&mut self, cx: &mut Context<'_>) -> Result<(Bytes, Bytes), DelError> {
+        let me = self.keypair.peer_id();
+        let now = cx.now();
+        let mut blocked = None;
+        let mut pick = None;
+        let mut candidates: Vec<(&Bytes, &Record)> = self.store.iter().collect();
+        candidates.sort_by(|a, b| a.0.cmp(b.0));
+        for (k, r) in candidates {
+            match self.store.lease_against(k, me, now) {
+                None => {
+                    pick = Some((k.clone(), r.value.clone()));
+                    break;
+                }
+                Some((owner, until)) => {
+                    blocked.get_or_insert(DelError::LeaseHeld { owner, until });
+                }
+            }
+        }
+        let (k, v) = pick.ok_or(blocked.unwrap_or(DelError::NotFound))?;
+        self.del(cx, k.clone())?;
+        Ok((k, v))
+    }
+
+    fn merge(&mut self, s: Arc<Stored>) -> bool {
+        let key = s.record.key.clone();
+        match self.store.insert(s) {
+            Change::Known => {
+                self.stats.records_known += 1;
+                false
+            }
+            Change::Stored => true,
+            Change::Updated { now, lost } => {
+                if let Some(l) = lost {
+                    self.events.push_back(SyncEvent::WriteLost {
+                        key: key.clone(),
+                        loser: l.owner,
+                        loser_issued_at: l.issued_at,
+                        winner: Some(now.owner),
+                    });
+                }
+                self.events.push_back(SyncEvent::Updated {
+                    key,
+                    value: now.value,
+                    owner: now.owner,
+                    timestamp: now.issued_at,
+                });
+                true
+            }
+            Change::Deleted { lost } => {
+                if let Some(l) = lost {
+                    self.events.push_back(SyncEvent::WriteLost {
+                        key: key.clone(),
+                        loser: l.owner,
+                        loser_issued_at: l.issued_at,
+                        winner: None,
+                    });
+                }
+                self.events.push_back(SyncEvent::Deleted { key });
+                true
+            }
+        }
+    }
+
+    /// Verifies and merges a batch; returns how many records were new, or why it was refused.
+    fn receive_batch(&mut self, batch: pb::RecordBatch, now: u64) -> Result<usize, RecordError> {
+        let stored = match record::open(batch, &self.limits(now)) {
+            Ok(s) => s,
+            Err(e) => {
+                *self.stats.refused.entry(format!("{e:?}")).or_insert(0) += 1;
+                return Err(e);
+            }
+        };
+        let me = self.keypair.peer_id();
+        let mut new = 0;
+        for s in stored {
+            if s.record.owner == me && s.record.issued_at > self.last_issued {
+                // Our own records from before a restart: never issue below them again.
+                self.last_issued = s.record.issued_at;
+                self.last_version = self.last_version.max(s.record.version);
+            }
+            // A write that arrives after another owner's live lease on the key: kept (history can
+            // still reorder, see the store's docs) but it does not show.
+            let conflict = self.cfg.leasing
+                && self.store.get(&s.record.key).is_some_and(|h| {
+                    h.owner != s.record.owner
+                        && h.sort_key() < s.record.sort_key()
+                        && s.record.issued_at < h.lease_until
+                });
+            if self.merge(s) {
+                new += 1;
+                self.stats.records_received += 1;
+                if conflict {
+                    self.stats.lease_conflicts += 1;
+                }
+            }
+        }
+        Ok(new)
+    }
+
+    fn send(cx: &mut Context<'_>, peer: PeerId, kind: Kind) {
+        cx.whisper(peer, pb::SyncMessage { kind: Some(kind) }.encode_to_vec());
+    }
+
+    fn send_digest(&mut self, cx: &mut Context<'_>, peer: PeerId) {
+        self.stats.repairs_started += 1;
+        let d = pb::SyncDigest {
+            buckets: self.store.buckets().to_vec(),
+            key_count: self.store.key_count() as u64,
+        };
+        Self::send(cx, peer, Kind::Digest(d));
+    }
+
+    /// Sends every record of `keys` to `peer`, in chunks.
+    fn push_keys<'a>(
+        &mut self,
+        cx: &mut Context<'_>,
+        peer: PeerId,
+        keys: impl Iterator<Item = &'a Bytes>,
+    ) {
+        let mut chunk: Vec<Arc<Stored>> = Vec::new();
+        let mut size = 0;
+        let mut chunks = Vec::new();
+        for k in keys {
+            if let Some(st) = self.store.key(k) {
+                for r in st.records() {
+                    size += r.raw.len() + 40;
+                    chunk.push(r.clone());
+                }
+            }
+            if size >= self.cfg.transfer_chunk {
+                chunks.push(std::mem::take(&mut chunk));
+                size = 0;
+            }
+        }
+        if !chunk.is_empty() {
+            chunks.push(chunk);
+        }
+        for c in chunks {
+            self.stats.records_sent_repair += c.len() as u64;
+            self.stats.bytes_sent_repair += c.iter().map(|r| r.raw.len() as u64).sum::<u64>();
+            let batches = record::regroup(c.iter());
+            Self::send(cx, peer, Kind::Transfer(pb::SyncTransfer { batches }));
+        }
+    }
+
+    fn on_digest(&mut self, cx: &mut Context<'_>, peer: PeerId, d: pb::SyncDigest) -> Verdict {
+        if d.buckets.len() != BUCKETS {
+            return Verdict::Reject;
+        }
+        if d.key_count == 0 {
+            // A newcomer: the whole dictionary, in key order so that runs replay exactly.
+            let mut keys: Vec<Bytes> = self.store.states().map(|(k, _)| k.clone()).collect();
+            keys.sort();
+            self.push_keys(cx, peer, keys.iter());
+            return Verdict::Accept;
+        }
+        let mine = self.store.buckets();
+        let differing: Vec<usize> = (0..BUCKETS).filter(|&b| mine[b] != d.buckets[b]).collect();
+        if differing.is_empty() {
+            return Verdict::Accept;
+        }
+        let buckets = differing
+            .into_iter()
+            .map(|b| {
+                let mut entries: Vec<(u64, u64)> = self
+                    .store
+                    .bucket_keys(b)
+                    .iter()
+                    .map(|k| (key_hash(k), self.store.key(k).map_or(0, |s| s.digest())))
+                    .collect();
+                entries.sort_unstable();
+                pb::BucketKeys {
+                    bucket: b as u32,
+                    key_hashes: entries.iter().map(|e| e.0).collect(),
+                    states: entries.iter().map(|e| e.1).collect(),
+                }
+            })
+            .collect();
+        Self::send(cx, peer, Kind::Keys(pb::SyncKeyList { buckets }));
+        Verdict::Accept
+    }
+
+    fn on_keys(&mut self, cx: &mut Context<'_>, peer: PeerId, list: pb::SyncKeyList) -> Verdict {
+        let mut push: Vec<Bytes> = Vec::new();
+        let mut want: Vec<u64> = Vec::new();
+        for bk in list.buckets {
+            if bk.bucket as usize >= BUCKETS || bk.key_hashes.len() != bk.states.len() {
+                return Verdict::Reject;
+            }
+            let theirs: HashMap<u64, u64> = bk
+                .key_hashes
+                .iter()
+                .copied()
+                .zip(bk.states.iter().copied())
+                .collect();
+            let mut mine: HashSet<u64> = HashSet::new();
+            for k in self.store.bucket_keys(bk.bucket as usize) {
+                let h = key_hash(k);
+                mine.insert(h);
+                let my_state = self.store.key(k).map_or(0, |s| s.digest());
+                match theirs.get(&h) {
+                    Some(&s) if s == my_state => {}
+                    Some(_) => {
+                        push.push(k.clone());
+                        want.push(h);
+                    }
+                    None => push.push(k.clone()),
+                }
+            }
+            want.extend(bk.key_hashes.iter().filter(|h| !mine.contains(h)));
+        }
+        push.sort();
+        self.push_keys(cx, peer, push.iter());
+        if !want.is_empty() {
+            want.sort_unstable();
+            Self::send(cx, peer, Kind::Want(pb::SyncWant { key_hashes: want }));
+        }
+        Verdict::Accept
+    }
+
+    fn on_want(&mut self, cx: &mut Context<'_>, peer: PeerId, want: pb::SyncWant) -> Verdict {
+        let wanted: HashSet<u64> = want.key_hashes.iter().copied().collect();
+        let buckets: std::collections::BTreeSet<usize> =
+            wanted.iter().map(|&h| bucket_of(h)).collect();
+        let mut keys: Vec<Bytes> = buckets
+            .into_iter()
+            .flat_map(|b| self.store.bucket_keys(b).iter())
+            .filter(|k| wanted.contains(&key_hash(k)))
+            .cloned()
+            .collect();
+        keys.sort();
+        self.push_keys(cx, peer, keys.iter());
+        Verdict::Accept
+    }
+
+    fn arm_repair(&mut self, cx: &mut Context<'_>) {
+        if !self.repair_armed {
+            self.repair_armed = true;
+            let interval = ms(self.cfg.repair_interval);
+            let jitter = cx.rng().gen_range(0..=interval / 4);
+            cx.set_timer(interval + jitter, REPAIR_TIMER);
+        }
+    }
+}
+
+impl Handler for SyncMachine {
+    fn protocol(&self) -> &str {
+        PROTOCOL
+    }
+
+    fn verifies_own_payloads(&self) -> bool {
+        true
+    }
+
+    fn on_peer_connected(&mut self, cx: &mut Context<'_>, peer: PeerId) {
+        self.send_digest(cx, peer);
+        self.arm_repair(cx);
+    }
+
+    fn on_message(&mut self, cx: &mut Context<'_>, msg: InboundMessage) -> Verdict {
+        let Ok(pb::SyncMessage { kind: Some(kind) }) =
+            rs2p_base::wire::decode_bytes::<pb::SyncMessage>(msg.payload)
+        else {
+            return Verdict::Reject;
+        };
+        let now = cx.now();
+        let flooded = msg.delivery == rs2p_mesh::Delivery::Flood;
+        match kind {
+            Kind::Live(batch) => match self.receive_batch(batch, now) {
+                Ok(0) => Verdict::Ignore,
+                Ok(_) => Verdict::Accept,
+                Err(_) => Verdict::Reject,
+            },
+            // Everything else is point to point; a flooded one is a protocol violation.
+            _ if flooded => Verdict::Reject,
+            Kind::Transfer(t) => {
+                let mut verdict = Verdict::Accept;
+                for b in t.batches {
+                    if self.receive_batch(b, now).is_err() {
+                        verdict = Verdict::Reject;
+                    }
+                }
+                verdict
+            }
+            Kind::Digest(d) => self.on_digest(cx, msg.from, d),
+            Kind::Keys(k) => self.on_keys(cx, msg.from, k),
+            Kind::Want(w) => self.on_want(cx, msg.from, w),
+        }
+    }
+
+    fn on_timer(&mut self, cx: &mut Context<'_>, token: u64) {
+        if token == REPAIR_TIMER {
+            self.repair_armed = false;
+            let peers = cx.peers().to_vec();
+            if !peers.is_empty() {
+                let peer = peers[cx.rng().gen_range(0..peers.len())];
+                self.send_digest(cx, peer);
+                self.arm_repair(cx);
+            }
+        }
+    }
+}

@@ -1,0 +1,391 @@
+//! Records, and the signed batches that carry them.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rs2p_base::wire::pb;
+use rs2p_base::{Hash256, Keypair, PeerId, Signature};
+
+use super::merkle;
+use crate::RecordError;
+
+/// One write, as its owner signed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The key.
+    pub key: Bytes,
+    /// The value (empty for a tombstone).
+    pub value: Bytes,
+    /// Whether this write deletes the key.
+    pub tombstone: bool,
+    /// Who wrote it.
+    pub owner: PeerId,
+    /// When (the owner's clock, Unix ms).
+    pub issued_at: u64,
+    /// Strictly increasing per owner.
+    pub version: u64,
+    /// Until when the owner leases the key (equal to `issued_at` without a lease).
+    pub lease_until: u64,
+}
+
+impl Record {
+    /// The order in which records are folded: time, then owner id (the lower wins a tie, as the
+    /// seeds' "string compare of their IDs"), then version.
+    pub fn sort_key(&self) -> (u64, PeerId, u64) {
+        (self.issued_at, self.owner, self.version)
+    }
+
+    fn to_pb(&self) -> pb::Record {
+        pb::Record {
+            key: self.key.clone(),
+            value: self.value.clone(),
+            tombstone: self.tombstone,
+            owner: Bytes::copy_from_slice(self.owner.as_bytes()),
+            issued_at_ms: self.issued_at,
+            version: self.version,
+            lease_until_ms: self.lease_until,
+        }
+    }
+}
+
+/// The signature shared by the records of one batch, with every leaf hash of that batch (so any
+/// subset of its records can be sent on with the same signature).
+#[derive(Debug)]
+pub struct BatchAuth {
+    /// The signer.
+    pub owner: PeerId,
+    /// Over the Merkle root of `leaves`.
+    pub signature: Signature,
+    /// Every leaf of the batch, in order.
+    pub leaves: Vec<Hash256>,
+}
+
+/// A verified record as stored: the record, its exact signed bytes, and its proof of origin.
+#[derive(Debug)]
+pub struct Stored {
+    /// The record (its key and value point into `raw`).
+    pub record: Record,
+    /// The encoded record exactly as signed.
+    pub raw: Bytes,
+    /// Its batch's signature and leaves.
+    pub auth: Arc<BatchAuth>,
+    /// Its position in the batch.
+    pub index: u32,
+}
+
+impl Stored {
+    /// The record's leaf hash (its identity).
+    pub fn leaf(&self) -> &Hash256 {
+        &self.auth.leaves[self.index as usize]
+    }
+
+    /// The first 8 bytes of the leaf hash, for digests.
+    pub fn short_hash(&self) -> u64 {
+        short(self.leaf())
+    }
+}
+
+pub(crate) fn short(h: &Hash256) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h[..8]);
+    u64::from_le_bytes(b)
+}
+
+fn signed_message(network_id: &[u8; 32], root: &Hash256, count: usize) -> Vec<u8> {
+    [
+        b"rs2p/v1/sync-batch".as_slice(),
+        network_id,
+        root,
+        &(count as u32).to_le_bytes(),
+    ]
+    .concat()
+}
+
+/// Signs `records` (all by `keypair`'s owner) as one batch; returns the stored forms and the wire
+/// batch to flood.
+pub fn seal(
+    keypair: &Keypair,
+    network_id: &[u8; 32],
+    records: Vec<Record>,
+) -> (Vec<Arc<Stored>>, pb::RecordBatch) {
+    let raws: Vec<Bytes> = records
+        .iter()
+        .map(|r| rs2p_base::wire::encode(&r.to_pb()))
+        .collect();
+    let leaves: Vec<Hash256> = raws.iter().map(|r| merkle::leaf(r)).collect();
+    let signature = keypair.sign(&signed_message(
+        network_id,
+        &merkle::root(&leaves),
+        leaves.len(),
+    ));
+    let auth = Arc::new(BatchAuth {
+        owner: keypair.peer_id(),
+        signature,
+        leaves,
+    });
+    let wire = pb::RecordBatch {
+        owner: Bytes::copy_from_slice(keypair.peer_id().as_bytes()),
+        signature: Bytes::copy_from_slice(&signature),
+        records: raws.clone(),
+        leaves: vec![],
+        indices: vec![],
+    };
+    let stored = records
+        .into_iter()
+        .zip(raws)
+        .enumerate()
+        .map(|(i, (record, raw))| {
+            Arc::new(Stored {
+                record,
+                raw,
+                auth: auth.clone(),
+                index: i as u32,
+            })
+        })
+        .collect();
+    (stored, wire)
+}
+
+/// What a receiver checks records against.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The network the signature must be for.
+    pub network_id: [u8; 32],
+    /// Now (Unix ms).
+    pub now: u64,
+    /// Allowed clock skew (ms).
+    pub max_skew: u64,
+    /// The longest lease (ms); 0 when leasing is off.
+    pub max_lease: u64,
+    /// The longest key.
+    pub max_key_len: usize,
+    /// The longest value.
+    pub max_value_len: usize,
+}
+
+const MAX_LEAVES: usize = 1 << 16;
+
+/// Verifies a batch from the wire: its signature, and every record against `limits`. All or
+/// nothing: one bad record refuses the whole batch.
+pub fn open(batch: pb::RecordBatch, limits: &Limits) -> Result<Vec<Arc<Stored>>, RecordError> {
+    let owner = PeerId::from_slice(&batch.owner).ok_or(RecordError::Malformed)?;
+    let signature: Signature = batch
+        .signature
+        .as_ref()
+        .try_into()
+        .map_err(|_| RecordError::Malformed)?;
+    if batch.records.is_empty()
+        || batch.records.len() > MAX_LEAVES
+        || batch.leaves.len() > MAX_LEAVES
+    {
+        return Err(RecordError::Malformed);
+    }
+    let (leaves, indices): (Vec<Hash256>, Vec<u32>) = if batch.leaves.is_empty() {
+        if !batch.indices.is_empty() {
+            return Err(RecordError::Malformed);
+        }
+        (
+            batch.records.iter().map(|r| merkle::leaf(r)).collect(),
+            (0..batch.records.len() as u32).collect(),
+        )
+    } else {
+        let leaves = batch
+            .leaves
+            .iter()
+            .map(|l| Hash256::try_from(l.as_ref()).map_err(|_| RecordError::Malformed))
+            .collect::<Result<Vec<_>, _>>()?;
+        if batch.indices.len() != batch.records.len() {
+            return Err(RecordError::Malformed);
+        }
+        for (raw, &i) in batch.records.iter().zip(&batch.indices) {
+            if leaves.get(i as usize) != Some(&merkle::leaf(raw)) {
+                return Err(RecordError::BadSignature);
+            }
+        }
+        (leaves, batch.indices)
+    };
+    if !owner.verify(
+        &signed_message(&limits.network_id, &merkle::root(&leaves), leaves.len()),
+        &signature,
+    ) {
+        return Err(RecordError::BadSignature);
+    }
+    let auth = Arc::new(BatchAuth {
+        owner,
+        signature,
+        leaves,
+    });
+    let mut out = Vec::with_capacity(batch.records.len());
+    for (raw, index) in batch.records.into_iter().zip(indices) {
+        // Own allocation per record, so a stored record never pins a whole received frame.
+        let raw = Bytes::copy_from_slice(&raw);
+        let p: pb::Record =
+            rs2p_base::wire::decode_bytes(raw.clone()).map_err(|_| RecordError::Malformed)?;
+        let record = check(p, owner, limits)?;
+        out.push(Arc::new(Stored {
+            record,
+            raw,
+            auth: auth.clone(),
+            index,
+        }));
+    }
+    Ok(out)
+}
+
+fn check(p: pb::Record, owner: PeerId, l: &Limits) -> Result<Record, RecordError> {
+    if p.owner.as_ref() != owner.as_bytes() {
+        return Err(RecordError::OwnerMismatch);
+    }
+    if p.key.is_empty() || p.key.len() > l.max_key_len || p.value.len() > l.max_value_len {
+        return Err(RecordError::TooLarge);
+    }
+    if p.tombstone && !p.value.is_empty() {
+        return Err(RecordError::Malformed);
+    }
+    if p.issued_at_ms > l.now.saturating_add(l.max_skew) {
+        return Err(RecordError::FutureTimestamp);
+    }
+    if p.lease_until_ms < p.issued_at_ms || p.lease_until_ms - p.issued_at_ms > l.max_lease {
+        return Err(RecordError::LeaseTooLong);
+    }
+    Ok(Record {
+        key: p.key,
+        value: p.value,
+        tombstone: p.tombstone,
+        owner,
+        issued_at: p.issued_at_ms,
+        version: p.version,
+        lease_until: p.lease_until_ms,
+    })
+}
+
+/// Groups stored records by their batch and builds wire batches that carry them with their
+/// original signatures (the leaves travel along unless the group is the whole batch in order).
+pub fn regroup<'a>(records: impl IntoIterator<Item = &'a Arc<Stored>>) -> Vec<pb::RecordBatch> {
+    let mut groups: Vec<(Arc<BatchAuth>, Vec<&'a Arc<Stored>>)> = Vec::new();
+    let mut index: std::collections::HashMap<*const BatchAuth, usize> =
+        std::collections::HashMap::new();
+    for s in records {
+        let key = Arc::as_ptr(&s.auth);
+        let slot = *index.entry(key).or_insert_with(|| {
+            groups.push((s.auth.clone(), Vec::new()));
+            groups.len() - 1
+        });
+        groups[slot].1.push(s);
+    }
+    groups
+        .into_iter()
+        .map(|(auth, mut members)| {
+            members.sort_by_key(|s| s.index);
+            members.dedup_by_key(|s| s.index);
+            let whole = members.len() == auth.leaves.len();
+            pb::RecordBatch {
+                owner: Bytes::copy_from_slice(auth.owner.as_bytes()),
+                signature: Bytes::copy_from_slice(&auth.signature),
+                records: members.iter().map(|s| s.raw.clone()).collect(),
+                leaves: if whole {
+                    vec![]
+                } else {
+                    auth.leaves
+                        .iter()
+                        .map(|l| Bytes::copy_from_slice(l))
+                        .collect()
+                },
+                indices: if whole {
+                    vec![]
+                } else {
+                    members.iter().map(|s| s.index).collect()
+                },
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            network_id: [1; 32],
+            now: 1_000_000,
+            max_skew: 10_000,
+            max_lease: 3_600_000,
+            max_key_len: 64,
+            max_value_len: 64,
+        }
+    }
+
+    fn rec(kp: &Keypair, key: &str, t: u64) -> Record {
+        Record {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: Bytes::from_static(b"v"),
+            tombstone: false,
+            owner: kp.peer_id(),
+            issued_at: t,
+            version: t << 10,
+            lease_until: t + 3_600_000,
+        }
+    }
+
+    #[test]
+    fn a_sealed_batch_opens_whole_and_in_parts() {
+        let kp = Keypair::from_seed([5; 32]);
+        let records: Vec<Record> = (0..5)
+            .map(|i| rec(&kp, &format!("k{i}"), 1000 + i))
+            .collect();
+        let (stored, wire) = seal(&kp, &[1; 32], records.clone());
+        let opened = open(wire, &limits()).unwrap();
+        assert_eq!(
+            opened.iter().map(|s| s.record.clone()).collect::<Vec<_>>(),
+            records
+        );
+        // Any subset travels with the leaves and opens with the same signature.
+        let part = regroup([&stored[1], &stored[3]]);
+        assert_eq!(part.len(), 1);
+        assert_eq!(part[0].leaves.len(), 5);
+        let opened = open(part[0].clone(), &limits()).unwrap();
+        assert_eq!(opened.len(), 2);
+        assert_eq!(opened[1].record, records[3]);
+    }
+
+    #[test]
+    fn forgeries_are_refused() {
+        let kp = Keypair::from_seed([5; 32]);
+        let other = Keypair::from_seed([6; 32]);
+        let (_, wire) = seal(&kp, &[1; 32], vec![rec(&kp, "k", 1000)]);
+        // Another network.
+        let mut l = limits();
+        l.network_id = [2; 32];
+        assert_eq!(
+            open(wire.clone(), &l).unwrap_err(),
+            RecordError::BadSignature
+        );
+        // A record swapped in.
+        let mut w = wire.clone();
+        w.records[0] = rs2p_base::wire::encode(&rec(&kp, "other", 1000).to_pb());
+        assert_eq!(open(w, &limits()).unwrap_err(), RecordError::BadSignature);
+        // Signed by someone else than the records' owner.
+        let (_, w) = seal(&other, &[1; 32], vec![rec(&kp, "k", 1000)]);
+        assert_eq!(open(w, &limits()).unwrap_err(), RecordError::OwnerMismatch);
+        // Future timestamp, over-long lease, oversized value.
+        let mut r = rec(&kp, "k", 1_000_000 + 10_001);
+        let (_, w) = seal(&kp, &[1; 32], vec![r.clone()]);
+        assert_eq!(
+            open(w, &limits()).unwrap_err(),
+            RecordError::FutureTimestamp
+        );
+        r.issued_at = 1000;
+        r.lease_until = 1000 + 3_600_001;
+        let (_, w) = seal(&kp, &[1; 32], vec![r.clone()]);
+        assert_eq!(open(w, &limits()).unwrap_err(), RecordError::LeaseTooLong);
+        r.lease_until = 2000;
+        r.value = Bytes::from(vec![0; 65]);
+        let (_, w) = seal(&kp, &[1; 32], vec![r]);
+        assert_eq!(open(w, &limits()).unwrap_err(), RecordError::TooLarge);
+        // Garbage fields.
+        let mut w = wire;
+        w.signature = Bytes::from_static(b"short");
+        assert_eq!(open(w, &limits()).unwrap_err(), RecordError::Malformed);
+    }
+}

@@ -1,0 +1,235 @@
+//! The sync socket over real TCP on loopback: every API call, the seeds' examples, events, join
+//! and repair.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use rs2p_mesh::MeshOptions;
+use rs2p_sync::{
+    DelError, SetError, SyncConfig, SyncEvent, SyncEventItem, SyncOptions, SyncSocket,
+};
+
+async fn node(cfg: SyncConfig) -> SyncSocket {
+    SyncSocket::bind(SyncOptions {
+        mesh: MeshOptions::default(),
+        sync: cfg,
+    })
+    .await
+    .unwrap()
+}
+
+async fn cluster(n: usize, cfg: SyncConfig) -> Vec<SyncSocket> {
+    let first = node(cfg.clone()).await;
+    let mut v = vec![first.clone()];
+    for _ in 1..n {
+        let s = node(cfg.clone()).await;
+        s.mesh().connect(first.mesh().local_addr()).await.unwrap();
+        v.push(s);
+    }
+    for s in &v {
+        until(
+            || async { s.mesh().peers().await.unwrap().len() == n - 1 },
+            "full mesh",
+        )
+        .await;
+    }
+    v
+}
+
+async fn until<F: std::future::Future<Output = bool>>(mut f: impl FnMut() -> F, what: &str) {
+    for _ in 0..400 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+async fn converge(nodes: &[SyncSocket]) {
+    until(
+        || async {
+            let first = nodes[0].items();
+            nodes.iter().all(|n| n.items() == first)
+        },
+        "replicas to agree",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_reach_every_peer_and_leases_refuse_others() {
+    let n = cluster(3, SyncConfig::default()).await;
+    let (a, b, c) = (&n[0], &n[1], &n[2]);
+    a.set("test key", "value").await.unwrap();
+    a.set(b"bytes key".as_slice(), b"v2".to_vec())
+        .await
+        .unwrap();
+    a.set("测试", "test").await.unwrap();
+    until(|| async { c.len() == 3 }, "c to hold 3 keys").await;
+    assert_eq!(b.get("test key"), Some(Bytes::from("value")));
+    assert_eq!(
+        c.get("测试".as_bytes()),
+        Some(Bytes::from("test")),
+        "the same text is the same key"
+    );
+    assert_eq!(c.get(String::from("测试")), Some(Bytes::from("test")));
+    assert!(c.get("missing").is_none());
+    assert_eq!(b.meta("test key").unwrap().0, a.local_id());
+
+    // Another peer cannot overwrite, delete, pop or popitem a leased key.
+    match b.set("test key", "mine").await {
+        Err(SetError::LeaseHeld { owner, until }) => {
+            assert_eq!(owner, a.local_id());
+            assert!(until > 0);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        b.del("test key").await,
+        Err(DelError::LeaseHeld { .. })
+    ));
+    assert!(matches!(
+        b.pop("test key").await,
+        Err(DelError::LeaseHeld { .. })
+    ));
+    assert!(matches!(b.popitem().await, Err(DelError::LeaseHeld { .. })));
+    assert!(matches!(
+        b.update([("new", "x"), ("test key", "y")]).await,
+        Err(SetError::LeaseHeld { .. })
+    ));
+    assert!(b.get("new").is_none(), "a refused update writes nothing");
+
+    // The owner may change its value (renewing the lease) and delete it (relinquishing it).
+    a.set("test key", "changed").await.unwrap();
+    until(
+        || async { b.get("test key") == Some(Bytes::from("changed")) },
+        "the change",
+    )
+    .await;
+    a.del("test key").await.unwrap();
+    until(|| async { b.get("test key").is_none() }, "the delete").await;
+    b.set("test key", "b's now").await.unwrap();
+    until(
+        || async { a.get("test key") == Some(Bytes::from("b's now")) },
+        "b's write",
+    )
+    .await;
+    assert!(matches!(
+        a.set("test key", "again").await,
+        Err(SetError::LeaseHeld { .. })
+    ));
+    converge(&n).await;
+    assert_eq!(
+        a.keys(),
+        vec![
+            Bytes::from("bytes key"),
+            Bytes::from("test key"),
+            Bytes::from("测试")
+        ]
+    );
+    assert_eq!(a.values().len(), 3);
+    assert!(matches!(a.del("never set").await, Err(DelError::NotFound)));
+    assert!(matches!(a.pop("never set").await, Err(DelError::NotFound)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_pop_popitem_and_events() {
+    let n = cluster(2, SyncConfig::default()).await;
+    let (a, b) = (&n[0], &n[1]);
+    let mut events = b.subscribe();
+    a.update([("k1", "v1"), ("k2", "v2"), ("k3", "v3")])
+        .await
+        .unwrap();
+    until(|| async { b.len() == 3 }, "the update").await;
+    assert_eq!(a.pop("k1").await.unwrap(), Bytes::from("v1"));
+    let (k, v) = a.popitem().await.unwrap();
+    assert_eq!((k, v), (Bytes::from("k2"), Bytes::from("v2")));
+    until(|| async { b.len() == 1 }, "the pops").await;
+    assert!(matches!(a.popitem().await, Ok(_)));
+    assert!(matches!(a.popitem().await, Err(DelError::NotFound)));
+    let mut seen = Vec::new();
+    while seen.len() < 6 {
+        match tokio::time::timeout(Duration::from_secs(5), events.next())
+            .await
+            .unwrap()
+        {
+            Some(SyncEventItem::Event(e)) => seen.push(e),
+            other => panic!("{other:?}"),
+        }
+    }
+    let updated = seen
+        .iter()
+        .filter(|e| matches!(e, SyncEvent::Updated { owner, .. } if *owner == a.local_id()))
+        .count();
+    let deleted = seen
+        .iter()
+        .filter(|e| matches!(e, SyncEvent::Deleted { .. }))
+        .count();
+    assert_eq!((updated, deleted), (3, 3), "{seen:?}");
+    assert!(seen.iter().any(|e| matches!(e, SyncEvent::Updated { key, value, timestamp, .. } if key == "k2" && value == "v2" && *timestamp > 0)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_leasing_the_last_writer_wins() {
+    let mut cfg = SyncConfig::default();
+    cfg.leasing = false;
+    let n = cluster(3, cfg).await;
+    n[0].set("k", "first").await.unwrap();
+    until(|| async { n[1].get("k").is_some() }, "first").await;
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    n[1].set("k", "second").await.unwrap();
+    converge(&n).await;
+    assert_eq!(n[2].get("k"), Some(Bytes::from("second")));
+    n[2].del("k").await.unwrap();
+    converge(&n).await;
+    assert!(n[0].get("k").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_peer_receives_the_whole_dictionary() {
+    let n = cluster(2, SyncConfig::default()).await;
+    let items: Vec<(String, String)> = (0..5000)
+        .map(|i| (format!("key{i}"), format!("value{i}")))
+        .collect();
+    for chunk in items.chunks(500) {
+        n[0].update(chunk.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .await
+            .unwrap();
+    }
+    n[0].del("key7").await.unwrap();
+    let late = node(SyncConfig::default()).await;
+    late.mesh().connect(n[1].mesh().local_addr()).await.unwrap();
+    until(
+        || async { late.len() == 4999 },
+        "the newcomer to hold everything",
+    )
+    .await;
+    assert_eq!(late.items(), n[0].items());
+    assert!(late.get("key7").is_none(), "a deleted key stays deleted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_that_diverged_while_apart_repair_the_difference() {
+    let a = node(SyncConfig::default()).await;
+    let b = node(SyncConfig::default()).await;
+    // Apart: both write, including each a key the other also writes.
+    a.update((0..300).map(|i| (format!("a{i}"), "x")))
+        .await
+        .unwrap();
+    b.update((0..200).map(|i| (format!("b{i}"), "y")))
+        .await
+        .unwrap();
+    a.set("both", "from a").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    b.set("both", "from b").await.unwrap();
+    // Together: digests differ, each side sends only what the other lacks.
+    a.mesh().connect(b.mesh().local_addr()).await.unwrap();
+    converge(&[a.clone(), b.clone()]).await;
+    assert_eq!(a.len(), 501);
+    // Both wrote "both" with a lease; the earlier write holds.
+    assert_eq!(b.get("both"), Some(Bytes::from("from a")));
+    let sent = a.stats().records_sent_repair + b.stats().records_sent_repair;
+    assert!(sent >= 502, "every missing record was sent ({sent})");
+    assert!(sent < 1100, "not much more than the difference ({sent})");
+}

@@ -1,0 +1,70 @@
+//! Command-line parsing and dispatch.
+
+mod demo;
+mod node;
+
+use std::net::SocketAddr;
+
+use clap::{Parser, Subcommand};
+
+/// rs2p: peer-to-peer sockets in Rust.
+#[derive(Debug, Parser)]
+#[command(name = "rs2p", version, about)]
+pub(crate) struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Starts a mesh of sync nodes on loopback, writes keys through one and shows every node
+    /// converge.
+    Demo {
+        /// How many nodes.
+        #[arg(long, default_value_t = 5)]
+        nodes: usize,
+        /// How many keys to write.
+        #[arg(long, default_value_t = 10_000)]
+        keys: usize,
+    },
+    /// Runs one long-lived sync node driven by standard input (one command per line).
+    Node {
+        /// Where to listen (ip:port).
+        #[arg(long)]
+        listen: SocketAddr,
+        /// A peer to connect to and keep connected (repeatable).
+        #[arg(long = "peer")]
+        peers: Vec<SocketAddr>,
+        /// The network (nodes of other networks are refused).
+        #[arg(long, default_value = "rs2p")]
+        network: String,
+        /// Plain last-writer-wins instead of leases.
+        #[arg(long)]
+        no_leasing: bool,
+        /// Answer in JSON, one object per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(crate) async fn run(args: Args) -> Result<(), String> {
+    match args.command {
+        Command::Demo { nodes, keys } => demo::run(nodes, keys).await,
+        Command::Node {
+            listen,
+            peers,
+            network,
+            no_leasing,
+            json,
+        } => {
+            node::run(node::NodeArgs {
+                listen,
+                peers,
+                network,
+                leasing: !no_leasing,
+                json,
+            })
+            .await
+        }
+    }
+}

@@ -18,6 +18,8 @@
 //! ```
 
 use std::cmp::Reverse;
+pub mod fuzz;
+
 use std::collections::{BTreeMap, BinaryHeap};
 use std::net::SocketAddr;
 
@@ -69,6 +71,7 @@ struct Link {
 /// The simulator. See the [crate docs](crate).
 pub struct Sim {
     nodes: Vec<Node>,
+    keys: Vec<Keypair>,
     ids: Vec<PeerId>,
     rng: ChaCha12Rng,
     now: Millis,
@@ -114,12 +117,14 @@ impl Sim {
         let network = Network::named("sim");
         let mut nodes = Vec::with_capacity(n);
         let mut ids = Vec::with_capacity(n);
+        let mut keys = Vec::with_capacity(n);
         for i in 0..n {
             let kp = Keypair::from_seed(hash256(
                 "rs2p/sim/key",
                 &[&seed.to_le_bytes(), &(i as u64).to_le_bytes()],
             ));
             ids.push(kp.peer_id());
+            keys.push(kp.clone());
             let mesh = Mesh::new(cfg.clone(), kp, *network.id(), START);
             nodes.push(Node::new(
                 mesh,
@@ -128,6 +133,7 @@ impl Sim {
         }
         Self {
             nodes,
+            keys,
             ids,
             rng: ChaCha12Rng::seed_from_u64(seed),
             now: START,
@@ -157,6 +163,11 @@ impl Sim {
     /// Node `i`'s id.
     pub fn id(&self, i: usize) -> PeerId {
         self.ids[i]
+    }
+
+    /// Node `i`'s key pair (to give its socket types the same identity).
+    pub fn keypair(&self, i: usize) -> Keypair {
+        self.keys[i].clone()
     }
 
     /// Node `i`'s state machine.

@@ -12,9 +12,20 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let listen = args.next().unwrap_or_else(|| "127.0.0.1:0".into()).parse()?;
-    let mesh = MeshSocket::bind(MeshOptions { listen, ..MeshOptions::default() }).await?;
-    println!("you are {} on {}", mesh.local_id().short(), mesh.local_addr());
+    let listen = args
+        .next()
+        .unwrap_or_else(|| "127.0.0.1:0".into())
+        .parse()?;
+    let mesh = MeshSocket::bind(MeshOptions {
+        listen,
+        ..MeshOptions::default()
+    })
+    .await?;
+    println!(
+        "you are {} on {}",
+        mesh.local_id().short(),
+        mesh.local_addr()
+    );
     for peer in args {
         mesh.connect(peer.parse()?).await?;
     }
@@ -22,11 +33,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::spawn(async move {
         while let Some(item) = events.next().await {
             match item {
-                EventItem::Event(MeshEvent::Message { origin, payload, .. }) => {
+                EventItem::Event(MeshEvent::Message {
+                    origin, payload, ..
+                }) => {
                     println!("<{}> {}", origin.short(), String::from_utf8_lossy(&payload));
                 }
-                EventItem::Event(MeshEvent::PeerConnected { peer, .. }) => println!("* {} joined", peer.short()),
-                EventItem::Event(MeshEvent::PeerDisconnected { peer }) => println!("* {} left", peer.short()),
+                EventItem::Event(MeshEvent::PeerConnected { peer, .. }) => {
+                    println!("* {} joined", peer.short())
+                }
+                EventItem::Event(MeshEvent::PeerDisconnected { peer }) => {
+                    println!("* {} left", peer.short())
+                }
                 _ => {}
             }
         }

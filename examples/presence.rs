@@ -34,12 +34,19 @@ pub struct Presence {
 impl Presence {
     /// A node that calls itself `name`.
     pub fn new(name: impl Into<String>) -> Self {
-        Self { name: name.into(), online: BTreeMap::new(), armed: false }
+        Self {
+            name: name.into(),
+            online: BTreeMap::new(),
+            armed: false,
+        }
     }
 
     /// The other nodes heard from recently, with their names.
     pub fn online(&self) -> Vec<(PeerId, String)> {
-        self.online.iter().map(|(p, (n, _))| (*p, n.clone())).collect()
+        self.online
+            .iter()
+            .map(|(p, (n, _))| (*p, n.clone()))
+            .collect()
     }
 
     fn announce(&mut self, cx: &mut Context<'_>) {
@@ -88,13 +95,22 @@ impl Handler for Shared {
         PROTOCOL
     }
     fn on_peer_connected(&mut self, cx: &mut Context<'_>, peer: PeerId) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).on_peer_connected(cx, peer);
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .on_peer_connected(cx, peer);
     }
     fn on_message(&mut self, cx: &mut Context<'_>, msg: InboundMessage) -> Verdict {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).on_message(cx, msg)
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .on_message(cx, msg)
     }
     fn on_timer(&mut self, cx: &mut Context<'_>, token: u64) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).on_timer(cx, token);
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .on_timer(cx, token);
     }
 }
 
@@ -110,12 +126,18 @@ impl PresenceSocket {
     pub async fn attach(mesh: &MeshSocket, name: impl Into<String>) -> Result<Self, MeshError> {
         let state = Arc::new(Mutex::new(Presence::new(name)));
         mesh.register(Shared(state.clone())).await?;
-        Ok(Self { mesh: mesh.clone(), state })
+        Ok(Self {
+            mesh: mesh.clone(),
+            state,
+        })
     }
 
     /// Who is online, by name.
     pub fn online(&self) -> Vec<(PeerId, String)> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner).online()
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .online()
     }
 
     /// Changes this node's name and tells everyone at once.
@@ -141,20 +163,28 @@ mod tests {
         let mut sim = Sim::new(5, 4);
         for i in 0..4 {
             let now = sim.now();
-            sim.node_mut(i).register(Box::new(Presence::new(format!("node{i}"))), now).unwrap();
+            sim.node_mut(i)
+                .register(Box::new(Presence::new(format!("node{i}"))), now)
+                .unwrap();
         }
         sim.link(0, 1, Faults::NONE);
         sim.link(1, 2, Faults::NONE);
         sim.link(2, 3, Faults::NONE);
         sim.advance(1500);
         // Reach into node 0's handler through its context-free view: count delivered heartbeats.
-        assert!(sim.node(0).mesh().stats().delivered >= 3, "heartbeats from 3 others arrived");
+        assert!(
+            sim.node(0).mesh().stats().delivered >= 3,
+            "heartbeats from 3 others arrived"
+        );
         sim.unlink(2, 3);
         sim.advance(10_000);
         let before = sim.node(0).mesh().stats().delivered;
         sim.advance(3_000);
         let per_second = (sim.node(0).mesh().stats().delivered - before) as f64 / 3.0;
-        assert!((1.5..=2.5).contains(&per_second), "only nodes 1 and 2 are still heard: {per_second}/s");
+        assert!(
+            (1.5..=2.5).contains(&per_second),
+            "only nodes 1 and 2 are still heard: {per_second}/s"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,7 +20,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("c sees {:?}", c.items());
     match b.set("alpha", "b wants it").await {
-        Err(SetError::LeaseHeld { owner, until }) => println!("b is refused: {} leases alpha until {until}", owner.short()),
+        Err(SetError::LeaseHeld { owner, until }) => {
+            println!("b is refused: {} leases alpha until {until}", owner.short())
+        }
         other => println!("unexpected: {other:?}"),
     }
     for _ in 0..3 {

@@ -21,6 +21,9 @@ fn every_corpus_input_runs_without_panicking() {
             target(data);
         }
     }
-    assert!(ran >= TARGETS.len(), "the corpus has at least one input per target");
+    assert!(
+        ran >= TARGETS.len(),
+        "the corpus has at least one input per target"
+    );
     println!("fuzz corpus: {ran} inputs replayed");
 }

@@ -1,8 +1,13 @@
 //! Helpers shared by rs2p's workspace integration tests.
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
 
-/// The `rs2p` binary built for this test run (built by `cargo xtask test` before the tests).
+use serde_json::Value;
+
+/// The `rs2p` binary built for this test run (`cargo xtask test` builds it before the tests).
 pub fn rs2p_bin() -> PathBuf {
     if let Ok(p) = std::env::var("RS2P_BIN") {
         return PathBuf::from(p);
@@ -13,4 +18,109 @@ pub fn rs2p_bin() -> PathBuf {
         dir.pop();
     }
     dir.join("rs2p")
+}
+
+/// An `rs2p node --json` process, driven through its standard input.
+pub struct NodeProc {
+    /// The process.
+    pub child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    /// Its peer id.
+    pub id: String,
+    /// The address it listens on.
+    pub addr: String,
+}
+
+impl NodeProc {
+    /// Starts `rs2p node --listen LISTEN --json --peer P…`, prefixed by `wrapper` (for instance
+    /// `ip netns exec NS`), and reads its ready line.
+    pub fn start(wrapper: &[&str], listen: &str, peers: &[&str]) -> NodeProc {
+        let bin = rs2p_bin();
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        cmd.args(["node", "--listen", listen, "--json"]);
+        for p in peers {
+            cmd.args(["--peer", p]);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {}: {e} (cargo build -p rs2p)", bin.display())
+            });
+        let stdin = child.stdin.take().expect("piped stdin");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("the ready line");
+        let ready: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("ready line {line:?}: {e}"));
+        assert_eq!(ready["event"], "ready");
+        NodeProc {
+            id: ready["id"].as_str().expect("id").into(),
+            addr: ready["addr"].as_str().expect("addr").into(),
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// Sends one command line and returns the JSON answer.
+    pub fn ask(&mut self, line: &str) -> Value {
+        writeln!(self.stdin, "{line}").expect("the node's stdin");
+        self.stdin.flush().expect("the node's stdin");
+        let mut answer = String::new();
+        self.stdout
+            .read_line(&mut answer)
+            .expect("the node's answer");
+        serde_json::from_str(&answer)
+            .unwrap_or_else(|e| panic!("{line:?} answered {answer:?}: {e}"))
+    }
+
+    /// Sends `quit` and waits for the exit status.
+    pub fn quit(mut self) -> bool {
+        let _ = writeln!(self.stdin, "quit");
+        let _ = self.stdin.flush();
+        self.child.wait().is_ok_and(|s| s.success())
+    }
+
+    /// Kills the process with SIGKILL.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits until the node has at least `n` peers.
+    pub fn wait_peers(&mut self, n: usize, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if self.ask("peers")["peers"].as_array().map_or(0, Vec::len) >= n {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("node {} never reached {n} peers", self.addr);
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free TCP port on loopback (for a node that must be restarted on the same address).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }

@@ -23,11 +23,27 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     step("generated code");
     crate::codegen::run(&["--check".to_string()])?;
     step("clippy");
-    run_cmd(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    run_cmd(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     step("the mesh state machine without tokio");
     run_cmd(cargo().args(["check", "-p", "rs2p-mesh", "--no-default-features"]))?;
     let tree = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["tree", "-p", "rs2p-mesh", "--no-default-features", "-e", "normal", "--prefix", "none"])
+        .args([
+            "tree",
+            "-p",
+            "rs2p-mesh",
+            "--no-default-features",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+        ])
         .current_dir(root())
         .output()
         .map_err(|e| format!("cargo tree: {e}"))?;
@@ -43,12 +59,29 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     step("tests");
     run_cmd(cargo().args(["test", "--workspace"]))?;
     step("network namespaces");
-    if is_root() && Command::new("ip").arg("-V").output().is_ok_and(|o| o.status.success()) {
-        run_cmd(cargo().args(["test", "-p", "rs2p-tests", "--test", "netns", "--", "--ignored", "--test-threads=1"]))?;
+    if is_root()
+        && Command::new("ip")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    {
+        run_cmd(cargo().args([
+            "test",
+            "-p",
+            "rs2p-tests",
+            "--test",
+            "netns",
+            "--",
+            "--ignored",
+            "--test-threads=1",
+        ]))?;
     } else {
         eprintln!("network-namespace tier SKIPPED: it needs root and iproute2 (`ip`)");
     }
-    eprintln!("\ncargo xtask test: all passed in {:.0} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "\ncargo xtask test: all passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -57,5 +90,8 @@ fn step(name: &str) {
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }

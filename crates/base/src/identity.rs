@@ -223,6 +223,16 @@ impl fmt::Debug for LocalIdentity {
 }
 
 #[cfg(test)]
+impl LocalIdentity {
+    /// Replaces the signature with one over another key (to test that peers refuse it).
+    pub(crate) fn noise_sig_for_tests(&mut self, other_noise_public: &[u8; 32]) {
+        self.noise_sig = self
+            .keypair
+            .sign(&[NOISE_STATIC_DOMAIN, other_noise_public].concat());
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -271,15 +281,5 @@ mod tests {
     fn garbage_text_is_not_a_peer_id() {
         assert!("xyz".parse::<PeerId>().is_err());
         assert!("00".parse::<PeerId>().is_err());
-    }
-}
-
-#[cfg(test)]
-impl LocalIdentity {
-    /// Replaces the signature with one over another key (to test that peers refuse it).
-    pub(crate) fn noise_sig_for_tests(&mut self, other_noise_public: &[u8; 32]) {
-        self.noise_sig = self
-            .keypair
-            .sign(&[NOISE_STATIC_DOMAIN, other_noise_public].concat());
     }
 }

@@ -1,4 +1,5 @@
 //! The secure connection over real TCP on loopback, including hostile peers.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 

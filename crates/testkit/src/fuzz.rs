@@ -10,8 +10,11 @@ use rs2p_mesh::proto::ConnId;
 
 use crate::{Faults, Sim};
 
+/// A fuzz target: arbitrary bytes in, no panic.
+pub type Target = fn(&[u8]);
+
 /// The targets by name, for the corpus replay.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("frame_stream", frame_stream),
     ("messages", messages),
     ("handshake", handshake),
@@ -73,7 +76,8 @@ pub fn mesh_frames(data: &[u8]) {
     sim.link(1, 2, Faults::NONE);
     for frame in chunks(data) {
         let now = sim.now();
-        sim.node_mut(1).handle_frame(ConnId(2), Bytes::copy_from_slice(frame), now);
+        sim.node_mut(1)
+            .handle_frame(ConnId(2), Bytes::copy_from_slice(frame), now);
         sim.flush();
     }
     sim.run_until_idle();
@@ -92,7 +96,10 @@ pub fn sync_messages(data: &[u8]) {
         let payload = Bytes::copy_from_slice(payload);
         let now = sim.now();
         let kind = if i % 2 == 0 {
-            pb::mesh_frame::Kind::Direct(pb::Direct { protocol: rs2p_sync::PROTOCOL.into(), payload })
+            pb::mesh_frame::Kind::Direct(pb::Direct {
+                protocol: rs2p_sync::PROTOCOL.into(),
+                payload,
+            })
         } else {
             let body = rs2p_wire::encode(&pb::FloodBody {
                 origin: Bytes::copy_from_slice(sim.id(0).as_bytes()),
@@ -101,7 +108,11 @@ pub fn sync_messages(data: &[u8]) {
                 protocol: rs2p_sync::PROTOCOL.into(),
                 payload,
             });
-            pb::mesh_frame::Kind::Flood(pb::Flood { body, signature: Bytes::new(), hops_left: 3 })
+            pb::mesh_frame::Kind::Flood(pb::Flood {
+                body,
+                signature: Bytes::new(),
+                hops_left: 3,
+            })
         };
         let frame = rs2p_wire::encode(&pb::MeshFrame { kind: Some(kind) });
         sim.node_mut(1).handle_frame(ConnId(2), frame, now);

@@ -13,5 +13,7 @@ pub use config::MeshConfig;
 pub use error::MeshError;
 #[cfg(feature = "net")]
 pub use net::{EventStream, MeshOptions, MeshSocket};
-pub use proto::{Context, Delivery, Handler, InboundMessage, MeshEvent, MeshStats, Verdict};
+pub use proto::{
+    Context, Delivery, Handler, InboundMessage, MeshEvent, MeshStats, Shared, Verdict,
+};
 pub use rs2p_base::{Keypair, Network, PeerId};

@@ -68,6 +68,13 @@ struct Link {
     faults: Faults,
 }
 
+/// A node's setup, kept so it can be restarted.
+struct Setup {
+    cfg: MeshConfig,
+    seed: u64,
+    network: [u8; 32],
+}
+
 /// The simulator. See the [crate docs](crate).
 pub struct Sim {
     nodes: Vec<Node>,
@@ -83,6 +90,9 @@ pub struct Sim {
     links: Vec<Option<Link>>,
     next_conn: u64,
     received: Vec<Vec<Received>>,
+    skew: Vec<i64>,
+    setup: Setup,
+    cut: Vec<(usize, usize, Faults)>,
     events: Vec<Vec<MeshEvent>>,
     trace: [u8; 32],
     /// Frames lost, duplicated and delivered.
@@ -144,6 +154,13 @@ impl Sim {
             links: Vec::new(),
             next_conn: 0,
             received: vec![Vec::new(); n],
+            skew: vec![0; n],
+            setup: Setup {
+                cfg,
+                seed,
+                network: *network.id(),
+            },
+            cut: Vec::new(),
             events: vec![Vec::new(); n],
             trace: [0; 32],
             counts: SimCounts::default(),
@@ -185,6 +202,74 @@ impl Sim {
         self.now
     }
 
+    /// Node `i`'s clock: the virtual time plus its skew.
+    pub fn node_now(&self, i: usize) -> Millis {
+        self.now.saturating_add_signed(self.skew[i])
+    }
+
+    /// Sets node `i`'s clock skew in milliseconds (positive: ahead).
+    pub fn set_skew(&mut self, i: usize, skew_ms: i64) {
+        self.skew[i] = skew_ms;
+    }
+
+    /// Changes the faults of every current link.
+    pub fn set_faults(&mut self, faults: Faults) {
+        for l in self.links.iter_mut().flatten() {
+            l.faults = faults;
+        }
+    }
+
+    /// Cuts every link between a node in `side` and one outside it; [`Sim::heal`] restores them.
+    pub fn partition(&mut self, side: &[usize]) {
+        let crossing: Vec<(usize, usize, Faults)> = self
+            .links
+            .iter()
+            .flatten()
+            .filter(|l| side.contains(&l.a.0) != side.contains(&l.b.0))
+            .map(|l| (l.a.0, l.b.0, l.faults))
+            .collect();
+        for &(a, b, f) in &crossing {
+            self.unlink(a, b);
+            self.cut.push((a, b, f));
+        }
+    }
+
+    /// Restores every link cut by [`Sim::partition`] or [`Sim::restart`].
+    pub fn heal(&mut self) {
+        for (a, b, f) in std::mem::take(&mut self.cut) {
+            self.link(a, b, f);
+        }
+    }
+
+    /// Crashes node `i` (its links drop, its state is lost) and starts it again with the same
+    /// identity and the given handlers; its links come back with [`Sim::heal`].
+    pub fn restart(&mut self, i: usize, handlers: Vec<Box<dyn rs2p_mesh::Handler>>) {
+        let links: Vec<(usize, usize, Faults)> = self
+            .links
+            .iter()
+            .flatten()
+            .filter(|l| l.a.0 == i || l.b.0 == i)
+            .map(|l| (l.a.0, l.b.0, l.faults))
+            .collect();
+        for &(a, b, f) in &links {
+            self.unlink(a, b);
+            self.cut.push((a, b, f));
+        }
+        let mesh = Mesh::new(
+            self.setup.cfg.clone(),
+            self.keys[i].clone(),
+            self.setup.network,
+            self.node_now(i),
+        );
+        self.nodes[i] = Node::new(mesh, self.setup.seed ^ self.now ^ i as u64);
+        let now = self.node_now(i);
+        for h in handlers {
+            self.nodes[i]
+                .register(h, now)
+                .expect("a fresh node accepts its handlers");
+        }
+    }
+
     /// A hash of everything delivered so far, in order: equal for equal seeds.
     pub fn trace_hash(&self) -> [u8; 32] {
         self.trace
@@ -216,7 +301,7 @@ impl Sim {
         }));
         self.conn_links[a].insert(ca, idx);
         self.conn_links[b].insert(cb, idx);
-        let now = self.now;
+        let (now_a, now_b) = (self.node_now(a), self.node_now(b));
         let remote = |j: usize, ids: &[PeerId]| RemoteInfo {
             peer_id: ids[j],
             listen_addrs: vec![Self::fake_addr(j)],
@@ -229,9 +314,16 @@ impl Sim {
             Some(Self::fake_addr(b)),
             ra,
             Self::fake_addr(b),
-            now,
+            now_a,
         );
-        self.nodes[b].handle_established(cb, Direction::Inbound, None, rb, Self::fake_addr(a), now);
+        self.nodes[b].handle_established(
+            cb,
+            Direction::Inbound,
+            None,
+            rb,
+            Self::fake_addr(a),
+            now_b,
+        );
         self.flush();
     }
 
@@ -255,8 +347,8 @@ impl Sim {
 
     fn drop_link(&mut self, idx: usize) {
         if let Some(link) = self.links[idx].take() {
-            let now = self.now;
             for (node, conn) in [link.a, link.b] {
+                let now = self.node_now(node);
                 self.conn_links[node].remove(&conn);
                 self.nodes[node].handle_closed(conn, now);
             }
@@ -265,7 +357,7 @@ impl Sim {
 
     /// Node `i` floods `payload` under `protocol`.
     pub fn broadcast(&mut self, i: usize, protocol: &str, payload: impl Into<Bytes>) {
-        let now = self.now;
+        let now = self.node_now(i);
         self.nodes[i]
             .broadcast(protocol, payload.into(), now)
             .expect("a valid payload");
@@ -355,7 +447,7 @@ impl Sim {
                     &frame,
                 ],
             );
-            let now = self.now;
+            let now = self.node_now(to);
             self.nodes[to].handle_frame(conn, frame, now);
             self.fire_timers();
             self.flush();
@@ -371,10 +463,13 @@ impl Sim {
                 .queue
                 .peek()
                 .map_or(Millis::MAX, |Reverse((at, ..))| *at);
-            let next_timer = self
-                .nodes
-                .iter()
-                .map(Node::next_deadline)
+            // Each node's deadline is on its own (skewed) clock; convert to virtual time.
+            let next_timer = (0..self.nodes.len())
+                .map(|i| {
+                    self.nodes[i]
+                        .next_deadline()
+                        .saturating_add_signed(-self.skew[i])
+                })
                 .min()
                 .unwrap_or(Millis::MAX);
             let next = next_frame.min(next_timer);
@@ -400,7 +495,7 @@ impl Sim {
                             &frame,
                         ],
                     );
-                    let now = self.now;
+                    let now = self.node_now(to);
                     self.nodes[to].handle_frame(conn, frame, now);
                 }
             } else {
@@ -413,10 +508,10 @@ impl Sim {
     }
 
     fn fire_timers(&mut self) {
-        let now = self.now;
-        for node in &mut self.nodes {
-            if node.next_deadline() <= now {
-                node.handle_tick(now);
+        for i in 0..self.nodes.len() {
+            let now = self.node_now(i);
+            if self.nodes[i].next_deadline() <= now {
+                self.nodes[i].handle_tick(now);
             }
         }
     }

@@ -7,6 +7,7 @@ mod mesh;
 mod node;
 mod rate;
 mod seen_cache;
+mod shared;
 mod stats;
 
 pub use flood::msg_id;
@@ -15,6 +16,7 @@ pub use mesh::{CloseReason, ConnId, Direction, Inbound, Mesh, MeshEvent, Output,
 pub use node::Node;
 pub use rate::TokenBucket;
 pub use seen_cache::{MsgId, SeenCache};
+pub use shared::Shared;
 pub use stats::{MeshStats, PeerStats, Traffic};
 
 /// Time in the state machines: Unix milliseconds (virtual in simulations).

@@ -77,15 +77,28 @@ impl Node {
         }
         self.handlers.insert(protocol.clone(), handler);
         for peer in self.mesh.peers().to_vec() {
-            let _ = self.with_handler(&protocol, now, |h, cx| h.on_peer_connected(cx, peer));
+            let _ = self.call_handler(&protocol, now, |h, cx| h.on_peer_connected(cx, peer));
         }
         self.pump(now);
         Ok(())
     }
 
-    /// Runs `f` on the handler of `protocol` with a context, then carries out what it asked for.
-    /// Used by socket types' user-facing handles for local operations (a `set`, say).
+    /// Runs `f` on the handler of `protocol` with a context, then carries out what it asked for
+    /// (its outputs are ready for [`Node::poll_output`]). Used by socket types' user-facing
+    /// handles for local operations (a `set`, say).
     pub fn with_handler<R>(
+        &mut self,
+        protocol: &str,
+        now: Millis,
+        f: impl FnOnce(&mut dyn Handler, &mut Context<'_>) -> R,
+    ) -> Result<R, MeshError> {
+        let r = self.call_handler(protocol, now, f)?;
+        self.pump(now);
+        Ok(r)
+    }
+
+    /// [`Node::with_handler`] without routing the outputs (the caller pumps).
+    fn call_handler<R>(
         &mut self,
         protocol: &str,
         now: Millis,
@@ -168,7 +181,7 @@ impl Node {
                 break;
             }
             let (protocol, token) = entry.remove();
-            let _ = self.with_handler(&protocol, now, |h, cx| h.on_timer(cx, token));
+            let _ = self.call_handler(&protocol, now, |h, cx| h.on_timer(cx, token));
         }
         self.mesh.handle_tick(now, &mut self.rng);
         self.pump(now);
@@ -182,7 +195,7 @@ impl Node {
                 Output::Deliver(inbound) => self.deliver(inbound, now),
                 Output::Event(MeshEvent::PeerConnected { peer, addrs }) => {
                     for p in self.protocols() {
-                        let _ = self.with_handler(&p, now, |h, cx| h.on_peer_connected(cx, peer));
+                        let _ = self.call_handler(&p, now, |h, cx| h.on_peer_connected(cx, peer));
                     }
                     self.out
                         .push_back(Output::Event(MeshEvent::PeerConnected { peer, addrs }));
@@ -190,7 +203,7 @@ impl Node {
                 Output::Event(MeshEvent::PeerDisconnected { peer }) => {
                     for p in self.protocols() {
                         let _ =
-                            self.with_handler(&p, now, |h, cx| h.on_peer_disconnected(cx, peer));
+                            self.call_handler(&p, now, |h, cx| h.on_peer_disconnected(cx, peer));
                     }
                     self.out
                         .push_back(Output::Event(MeshEvent::PeerDisconnected { peer }));
@@ -211,7 +224,7 @@ impl Node {
             },
             payload: inbound.payload.clone(),
         };
-        match self.with_handler(&inbound.protocol, now, |h, cx| h.on_message(cx, msg)) {
+        match self.call_handler(&inbound.protocol, now, |h, cx| h.on_message(cx, msg)) {
             Ok(verdict) => {
                 if verdict == Verdict::Reject {
                     self.mesh.strike(inbound.from, now);

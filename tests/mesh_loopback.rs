@@ -213,3 +213,29 @@ async fn silent_and_garbage_peers_are_dropped_and_honest_peers_unaffected() {
     a.broadcast("/test/1", "still fine").await.unwrap();
     assert_eq!(messages(&mut eb, 1).await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_closes_the_link_and_both_sides_are_told() {
+    let a = node().await;
+    let b = node().await;
+    a.connect(b.local_addr()).await.unwrap();
+    let mut ea = a.events();
+    let mut eb = b.events();
+    a.disconnect(b.local_id()).await.unwrap();
+    for (s, other) in [(&mut ea, b.local_id()), (&mut eb, a.local_id())] {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), s.next()).await {
+                Ok(Some(EventItem::Event(MeshEvent::PeerDisconnected { peer }))) => {
+                    assert_eq!(peer, other);
+                    break;
+                }
+                Ok(Some(_)) => {}
+                other => panic!("no PeerDisconnected: {other:?}"),
+            }
+        }
+    }
+    let stranger = rs2p_mesh::Keypair::generate().peer_id();
+    assert!(
+        matches!(a.disconnect(stranger).await, Err(MeshError::NotConnected(p)) if p == stranger)
+    );
+}

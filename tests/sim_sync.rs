@@ -248,3 +248,122 @@ fn leases_refuse_other_writers_in_the_simulation() {
         Some(&Bytes::from("two"))
     );
 }
+
+/// Injects a sync message from node 0 (which plays a hostile peer) into node 1, flooded.
+fn inject_live(w: &mut World, batch: rs2p_base::wire::pb::RecordBatch) {
+    use prost::Message;
+    use rs2p_base::wire::pb;
+    let payload = Bytes::from(
+        pb::SyncMessage {
+            kind: Some(pb::sync_message::Kind::Live(batch)),
+        }
+        .encode_to_vec(),
+    );
+    let now = w.sim.node_now(1);
+    let body = rs2p_base::wire::encode(&pb::FloodBody {
+        origin: Bytes::copy_from_slice(w.sim.id(0).as_bytes()),
+        seq: now,
+        issued_at_ms: now,
+        protocol: PROTOCOL.into(),
+        payload,
+    });
+    let frame = rs2p_base::wire::encode(&pb::MeshFrame {
+        kind: Some(pb::mesh_frame::Kind::Flood(pb::Flood {
+            body,
+            signature: Bytes::new(),
+            hops_left: 5,
+        })),
+    });
+    // Node 1's connection from node 0 is the inbound end of the first link.
+    w.sim
+        .node_mut(1)
+        .handle_frame(rs2p_mesh::proto::ConnId(2), frame, now);
+    w.sim.flush();
+    w.sim.run_until_idle();
+}
+
+#[test]
+fn hostile_records_are_refused_counted_not_stored_and_not_relayed() {
+    use rs2p_sync::proto::record::{seal, Record};
+    let mut w = World::new(7, 3, true);
+    w.sim.link(0, 1, Faults::NONE); // 0 is hostile (its sync handler is never used)
+    w.sim.link(1, 2, Faults::NONE);
+    let attacker = rs2p_base::Keypair::from_seed([66; 32]);
+    let now = w.sim.node_now(1);
+    let rec = |key: &str, value: Vec<u8>, t: u64| Record {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        value: Bytes::from(value),
+        tombstone: false,
+        owner: attacker.peer_id(),
+        issued_at: t,
+        version: t << 10,
+        lease_until: t + 20_000,
+    };
+    // A forged batch: a valid one with its signature damaged.
+    let (_, mut forged) = seal(
+        &attacker,
+        &w.network,
+        vec![rec("forged", b"x".to_vec(), now)],
+    );
+    let mut sig = forged.signature.to_vec();
+    sig[0] ^= 1;
+    forged.signature = Bytes::from(sig);
+    inject_live(&mut w, forged);
+    // Validly signed, but from 60 s in the future.
+    let (_, future) = seal(
+        &attacker,
+        &w.network,
+        vec![rec("future", b"x".to_vec(), now + 60_000)],
+    );
+    inject_live(&mut w, future);
+    // Validly signed, but a value over the limit.
+    let (_, big) = seal(
+        &attacker,
+        &w.network,
+        vec![rec("big", vec![0; 300 * 1024], now)],
+    );
+    inject_live(&mut w, big);
+    for key in ["forged", "future", "big"] {
+        for i in 1..3 {
+            assert!(
+                w.machines[i].lock().store().key(key.as_bytes()).is_none(),
+                "{key} stored on node {i}"
+            );
+        }
+    }
+    let refused = w.machines[1].lock().stats().refused.clone();
+    assert_eq!(refused.get("BadSignature"), Some(&1), "{refused:?}");
+    assert_eq!(refused.get("FutureTimestamp"), Some(&1), "{refused:?}");
+    assert_eq!(refused.get("TooLarge"), Some(&1), "{refused:?}");
+    let strikes = w
+        .sim
+        .node(1)
+        .mesh()
+        .stats()
+        .peers
+        .get(&w.sim.id(0))
+        .map(|p| p.strikes);
+    assert_eq!(
+        strikes,
+        Some(3),
+        "each refusal counts against the peer that sent it"
+    );
+
+    // A write into someone else's live lease: node 2 holds "k"; the attacker writes it later.
+    assert!(w.write(2, "k", Some("node 2's")));
+    w.sim.run_until_idle();
+    let now = w.sim.node_now(1);
+    let (_, grab) = seal(&attacker, &w.network, vec![rec("k", b"mine".to_vec(), now)]);
+    inject_live(&mut w, grab);
+    assert_eq!(
+        w.dictionary(1).get(&Bytes::from("k")),
+        Some(&Bytes::from("node 2's")),
+        "the lease holds"
+    );
+    assert_eq!(w.machines[1].lock().stats().lease_conflicts, 1);
+    assert_eq!(
+        w.machines[2].lock().stats().records_received,
+        0,
+        "nothing from the attacker was relayed to node 2"
+    );
+}

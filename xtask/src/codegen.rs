@@ -81,3 +81,12 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// Plain `cargo test` catches generated code that no longer matches `proto/`.
+    #[test]
+    fn generated_code_is_fresh() {
+        super::run(&["--check".to_string()]).expect("run `cargo xtask codegen` and commit");
+    }
+}

@@ -314,7 +314,8 @@ impl SyncMachine {
         }
     }
 
-    /// Verifies and merges a batch; returns how many records were new, or why it was refused.
+    /// Verifies and merges a batch; returns how many records were new and not in conflict with
+    /// another owner's live lease (the ones worth relaying), or why it was refused.
     fn receive_batch(&mut self, batch: pb::RecordBatch, now: u64) -> Result<usize, RecordError> {
         let stored = match record::open(batch, &self.limits(now)) {
             Ok(s) => s,
@@ -340,10 +341,11 @@ impl SyncMachine {
                         && s.record.issued_at < h.lease_until
                 });
             if self.merge(s) {
-                new += 1;
                 self.stats.records_received += 1;
                 if conflict {
                     self.stats.lease_conflicts += 1;
+                } else {
+                    new += 1;
                 }
             }
         }

@@ -368,6 +368,52 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// One node's view against a plain map with the seeds' lease rules, for writes in time
+        /// order as one node sees them (each checked against the local lease before it is made,
+        /// as `SyncMachine::write` does).
+        #[test]
+        fn one_node_matches_a_plain_map_with_the_lease_rules(
+            ops in proptest::collection::vec((0u8..3, 0u8..3, 1u64..2000, any::<bool>()), 1..40)
+        ) {
+            let keys: Vec<Keypair> = (1..=3).map(|i| Keypair::from_seed([i; 32])).collect();
+            let mut store = Store::new(true);
+            // key -> (owner, value, lease_until)
+            let mut model: HashMap<String, (u8, String, u64)> = HashMap::new();
+            let mut t = 0u64;
+            let mut versions = [0u64; 3];
+            for (o, k, dt, del) in ops {
+                t += dt;
+                let key = format!("k{k}");
+                let owner = keys[o as usize].peer_id();
+                let refused = store.lease_against(key.as_bytes(), owner, t).is_some();
+                let model_refused = model.get(&key).is_some_and(|(mo, _, until)| *mo != o && *until > t);
+                prop_assert_eq!(refused, model_refused, "lease check for {} by {} at {}", key, o, t);
+                if refused {
+                    continue;
+                }
+                if del && !model.contains_key(&key) {
+                    continue; // del of a missing key is refused before any record is made
+                }
+                versions[o as usize] += 1;
+                let rec = write(&keys[o as usize], &key, t, versions[o as usize], del);
+                let value = String::from_utf8(rec.record.value.to_vec()).unwrap();
+                store.insert(rec);
+                if del {
+                    model.remove(&key);
+                } else {
+                    model.insert(key.clone(), (o, value, t + LEASE));
+                }
+                for (mk, (mo, mv, _)) in &model {
+                    let r = store.get(mk.as_bytes()).expect("the model's key is in the store");
+                    prop_assert_eq!(r.owner, keys[*mo as usize].peer_id());
+                    prop_assert_eq!(&r.value[..], mv.as_bytes());
+                }
+                prop_assert_eq!(store.len(), model.len());
+            }
+        }
+    }
+
     #[test]
     fn a_late_earlier_lease_displaces_the_holder_and_names_the_lost_write() {
         let (a, b) = (Keypair::from_seed([1; 32]), Keypair::from_seed([2; 32]));

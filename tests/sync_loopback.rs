@@ -233,3 +233,62 @@ async fn peers_that_diverged_while_apart_repair_the_difference() {
     assert!(sent >= 502, "every missing record was sent ({sent})");
     assert!(sent < 1100, "not much more than the difference ({sent})");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_after_missing_one_percent_costs_the_difference_not_the_dictionary() {
+    // No automatic redialing, so the missed writes really are missed.
+    let quiet = || {
+        let mut mesh = MeshOptions::default();
+        mesh.config.min_peers = 0;
+        SyncOptions {
+            mesh,
+            sync: SyncConfig::default(),
+        }
+    };
+    let a = SyncSocket::bind(quiet()).await.unwrap();
+    let b = SyncSocket::bind(quiet()).await.unwrap();
+    for chunk in 0..20 {
+        a.update((0..1000).map(|i| {
+            (
+                format!("key-{chunk}-{i:04}"),
+                format!("a value of some length {i}"),
+            )
+        }))
+        .await
+        .unwrap();
+    }
+    b.mesh().connect(a.mesh().local_addr()).await.unwrap();
+    until(|| async { b.len() == 20_000 }, "the join").await;
+    let dictionary_bytes: u64 = a.stats().bytes_sent_repair;
+
+    b.mesh().disconnect(a.local_id()).await.unwrap();
+    until(
+        || async { a.mesh().peers().await.unwrap().is_empty() },
+        "the disconnect",
+    )
+    .await;
+    a.update((0..200).map(|i| {
+        (
+            format!("missed-{i:03}"),
+            format!("a value of some length {i}"),
+        )
+    }))
+    .await
+    .unwrap();
+
+    let sent = |s: &SyncSocket| {
+        let m = s.mesh().clone();
+        async move { m.stats().await.unwrap().sent.bytes }
+    };
+    let before = sent(&a).await + sent(&b).await;
+    b.mesh().connect(a.mesh().local_addr()).await.unwrap();
+    until(|| async { b.len() == 20_200 }, "the repair").await;
+    converge(&[a.clone(), b.clone()]).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let repair = sent(&a).await + sent(&b).await - before;
+    println!("join sent {dictionary_bytes} B of records; repairing 200 missed keys took {repair} B on the wire");
+    assert!(
+        repair * 10 < dictionary_bytes,
+        "repair ({repair} B) must not scale with the dictionary ({dictionary_bytes} B)"
+    );
+}

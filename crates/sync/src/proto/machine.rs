@@ -6,11 +6,14 @@
 //!   sizes) and merged; a valid batch with something new is relayed, an invalid one is refused,
 //!   counted and never relayed.
 //! - **Join and repair.** When a peer connects, and every `repair_interval` with a random peer,
-//!   the node sends its level-1 digest (256 bucket hashes). The receiver answers with the keys of
-//!   the buckets that differ (key hash and record-set hash each); the first side then pushes its
-//!   records for keys that differ or the other lacks, and asks for the rest. A node with no keys
-//!   receives the whole dictionary in chunks. Records learned this way are verified like live
-//!   ones and not relayed.
+//!   the node sends the top of its hash tree over key hashes (fanout 16, 4 levels, each node the
+//!   XOR of its keys' record hashes, kept up to date in O(1) per record). Each side answers with
+//!   the children of the nodes that differ, one level deeper; at the leaves it lists its keys
+//!   (key hash and record-set hash); the other side then pushes its records for keys that differ
+//!   or the peer lacks, and asks for the rest. For `d` differences the exchange costs about
+//!   `d · 4 · 128` bytes of hashes besides the records, whatever the dictionary's size. A node
+//!   with no keys receives the whole dictionary in chunks. Records learned this way are verified
+//!   like live ones and not relayed.
 //!
 //! Events for the user (updates, deletes, writes that lost) queue in [`SyncMachine::take_events`].
 
@@ -25,7 +28,7 @@ use rs2p_base::{Keypair, PeerId};
 use rs2p_mesh::{Context, Handler, InboundMessage, Verdict};
 
 use super::record::{self, Limits, Record, Stored};
-use super::store::{bucket_of, key_hash, Change, Store, BUCKETS};
+use super::store::{Change, Store, FANOUT, LEAVES, LEVELS};
 use crate::config::ms;
 use crate::{DelError, RecordError, SetError, SyncConfig};
 
@@ -358,11 +361,13 @@ impl SyncMachine {
 
     fn send_digest(&mut self, cx: &mut Context<'_>, peer: PeerId) {
         self.stats.repairs_started += 1;
-        let d = pb::SyncDigest {
-            buckets: self.store.buckets().to_vec(),
+        let t = pb::SyncTree {
+            level: 1,
+            parents: vec![0],
+            hashes: self.store.children(1, 0).to_vec(),
             key_count: self.store.key_count() as u64,
         };
-        Self::send(cx, peer, Kind::Digest(d));
+        Self::send(cx, peer, Kind::Tree(t));
     }
 
     /// Sends every record of `keys` to `peer`, in chunks.
@@ -398,40 +403,68 @@ impl SyncMachine {
         }
     }
 
-    fn on_digest(&mut self, cx: &mut Context<'_>, peer: PeerId, d: pb::SyncDigest) -> Verdict {
-        if d.buckets.len() != BUCKETS {
+    /// Compares the peer's tree nodes with ours and descends into the ones that differ: their
+    /// children one level down, or at the leaves the keys under them.
+    fn on_tree(&mut self, cx: &mut Context<'_>, peer: PeerId, t: pb::SyncTree) -> Verdict {
+        let level = t.level;
+        let max_parents = 1usize << (4 * level.saturating_sub(1));
+        if !(1..=LEVELS).contains(&level)
+            || t.hashes.len() != t.parents.len() * FANOUT
+            || t.parents.iter().any(|&p| p as usize >= max_parents)
+        {
             return Verdict::Reject;
         }
-        if d.key_count == 0 {
+        if level == 1 && t.key_count == 0 && self.store.key_count() > 0 {
             // A newcomer: the whole dictionary, in key order so that runs replay exactly.
             let mut keys: Vec<Bytes> = self.store.states().map(|(k, _)| k.clone()).collect();
             keys.sort();
             self.push_keys(cx, peer, keys.iter());
             return Verdict::Accept;
         }
-        let mine = self.store.buckets();
-        let differing: Vec<usize> = (0..BUCKETS).filter(|&b| mine[b] != d.buckets[b]).collect();
+        let mut differing: Vec<usize> = Vec::new();
+        for (i, &parent) in t.parents.iter().enumerate() {
+            let theirs = &t.hashes[i * FANOUT..(i + 1) * FANOUT];
+            let mine = self.store.children(level, parent as usize);
+            for (c, their) in theirs.iter().enumerate() {
+                if mine.get(c) != Some(their) {
+                    differing.push(parent as usize * FANOUT + c);
+                }
+            }
+        }
         if differing.is_empty() {
             return Verdict::Accept;
         }
-        let buckets = differing
-            .into_iter()
-            .map(|b| {
-                let mut entries: Vec<(u64, u64)> = self
-                    .store
-                    .bucket_keys(b)
-                    .iter()
-                    .map(|k| (key_hash(k), self.store.key(k).map_or(0, |s| s.digest())))
-                    .collect();
-                entries.sort_unstable();
-                pb::BucketKeys {
-                    bucket: b as u32,
-                    key_hashes: entries.iter().map(|e| e.0).collect(),
-                    states: entries.iter().map(|e| e.1).collect(),
-                }
-            })
-            .collect();
-        Self::send(cx, peer, Kind::Keys(pb::SyncKeyList { buckets }));
+        if level < LEVELS {
+            let hashes = differing
+                .iter()
+                .flat_map(|&d| self.store.children(level + 1, d).iter().copied())
+                .collect();
+            let parents = differing.iter().map(|&d| d as u32).collect();
+            let reply = pb::SyncTree {
+                level: level + 1,
+                parents,
+                hashes,
+                key_count: self.store.key_count() as u64,
+            };
+            Self::send(cx, peer, Kind::Tree(reply));
+        } else {
+            let buckets = differing
+                .into_iter()
+                .map(|leaf| {
+                    let entries: Vec<(u64, u64)> = self
+                        .store
+                        .leaf_keys(leaf)
+                        .map(|(h, k)| (h, self.store.key(k).map_or(0, |s| s.digest())))
+                        .collect();
+                    pb::BucketKeys {
+                        bucket: leaf as u32,
+                        key_hashes: entries.iter().map(|e| e.0).collect(),
+                        states: entries.iter().map(|e| e.1).collect(),
+                    }
+                })
+                .collect();
+            Self::send(cx, peer, Kind::Keys(pb::SyncKeyList { buckets }));
+        }
         Verdict::Accept
     }
 
@@ -439,7 +472,7 @@ impl SyncMachine {
         let mut push: Vec<Bytes> = Vec::new();
         let mut want: Vec<u64> = Vec::new();
         for bk in list.buckets {
-            if bk.bucket as usize >= BUCKETS || bk.key_hashes.len() != bk.states.len() {
+            if bk.bucket as usize >= LEAVES || bk.key_hashes.len() != bk.states.len() {
                 return Verdict::Reject;
             }
             let theirs: HashMap<u64, u64> = bk
@@ -449,8 +482,7 @@ impl SyncMachine {
                 .zip(bk.states.iter().copied())
                 .collect();
             let mut mine: HashSet<u64> = HashSet::new();
-            for k in self.store.bucket_keys(bk.bucket as usize) {
-                let h = key_hash(k);
+            for (h, k) in self.store.leaf_keys(bk.bucket as usize) {
                 mine.insert(h);
                 let my_state = self.store.key(k).map_or(0, |s| s.digest());
                 match theirs.get(&h) {
@@ -474,16 +506,13 @@ impl SyncMachine {
     }
 
     fn on_want(&mut self, cx: &mut Context<'_>, peer: PeerId, want: pb::SyncWant) -> Verdict {
-        let wanted: HashSet<u64> = want.key_hashes.iter().copied().collect();
-        let buckets: std::collections::BTreeSet<usize> =
-            wanted.iter().map(|&h| bucket_of(h)).collect();
-        let mut keys: Vec<Bytes> = buckets
-            .into_iter()
-            .flat_map(|b| self.store.bucket_keys(b).iter())
-            .filter(|k| wanted.contains(&key_hash(k)))
-            .cloned()
+        let mut keys: Vec<Bytes> = want
+            .key_hashes
+            .iter()
+            .filter_map(|&h| self.store.key_by_hash(h).cloned())
             .collect();
         keys.sort();
+        keys.dedup();
         self.push_keys(cx, peer, keys.iter());
         Verdict::Accept
     }
@@ -537,7 +566,7 @@ impl Handler for SyncMachine {
                 }
                 verdict
             }
-            Kind::Digest(d) => self.on_digest(cx, msg.from, d),
+            Kind::Tree(t) => self.on_tree(cx, msg.from, t),
             Kind::Keys(k) => self.on_keys(cx, msg.from, k),
             Kind::Want(w) => self.on_want(cx, msg.from, w),
         }

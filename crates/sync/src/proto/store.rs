@@ -13,7 +13,7 @@
 //!   every record written to it (memory grows with writes, not only with keys). What is kept is
 //!   exactly the set of valid records received, so replicas holding the same records agree.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -23,8 +23,12 @@ use rs2p_base::PeerId;
 use super::record::{short, Record, Stored};
 use super::resolve;
 
-/// Buckets of the level-1 digest.
-pub const BUCKETS: usize = 256;
+/// Levels of the repair hash tree (fanout 16): 16, 256, 4 096 and 65 536 nodes.
+pub const LEVELS: u32 = 4;
+/// Children per tree node.
+pub const FANOUT: usize = 16;
+/// Leaves of the tree.
+pub const LEAVES: usize = 1 << (4 * LEVELS);
 
 /// The records of one key and which of them is shown.
 #[derive(Debug, Default)]
@@ -80,9 +84,16 @@ pub fn key_hash(key: &[u8]) -> u64 {
     short(&hash256("rs2p/v1/sync-key", &[key]))
 }
 
-/// The level-1 digest bucket of a key.
-pub fn bucket_of(key_hash: u64) -> usize {
-    (key_hash >> 56) as usize
+/// The index at `level` (1..=LEVELS) of the tree node covering `key_hash`.
+pub fn node_of(key_hash: u64, level: u32) -> usize {
+    (key_hash >> (64 - 4 * level)) as usize
+}
+
+/// The range of key hashes under leaf `leaf`.
+fn leaf_range(leaf: usize) -> std::ops::RangeInclusive<u64> {
+    let shift = 64 - 4 * LEVELS;
+    let start = (leaf as u64) << shift;
+    start..=(start | ((1u64 << shift) - 1))
 }
 
 /// The dictionary. See the [module docs](self).
@@ -90,8 +101,11 @@ pub fn bucket_of(key_hash: u64) -> usize {
 pub struct Store {
     leasing: bool,
     keys: HashMap<Bytes, KeyState>,
-    buckets: Vec<u64>,
-    bucket_keys: Vec<Vec<Bytes>>,
+    /// `tree[l - 1][i]`: node `i` of level `l`.
+    tree: Vec<Vec<u64>>,
+    /// Every key by its hash (a 64-bit collision would hide one key from repair, at odds of
+    /// about n² / 2⁶⁵).
+    by_hash: BTreeMap<u64, Bytes>,
     live: usize,
     records: usize,
 }
@@ -102,8 +116,8 @@ impl Store {
         Self {
             leasing,
             keys: HashMap::new(),
-            buckets: vec![0; BUCKETS],
-            bucket_keys: vec![Vec::new(); BUCKETS],
+            tree: (1..=LEVELS).map(|l| vec![0; 1 << (4 * l)]).collect(),
+            by_hash: BTreeMap::new(),
             live: 0,
             records: 0,
         }
@@ -154,14 +168,29 @@ impl Store {
         self.keys.iter()
     }
 
-    /// The level-1 digest.
-    pub fn buckets(&self) -> &[u64] {
-        &self.buckets
+    /// The 16 children (at `level`, 1..=LEVELS) of node `parent` of the level above.
+    pub fn children(&self, level: u32, parent: usize) -> &[u64] {
+        let start = parent * FANOUT;
+        self.tree
+            .get(level as usize - 1)
+            .and_then(|l| l.get(start..start + FANOUT))
+            .unwrap_or(&[])
     }
 
-    /// The keys of one bucket.
-    pub fn bucket_keys(&self, bucket: usize) -> &[Bytes] {
-        &self.bucket_keys[bucket]
+    /// The keys under leaf `leaf`, with their hashes.
+    pub fn leaf_keys(&self, leaf: usize) -> impl Iterator<Item = (u64, &Bytes)> {
+        self.by_hash.range(leaf_range(leaf)).map(|(h, k)| (*h, k))
+    }
+
+    /// The key with this hash, if any.
+    pub fn key_by_hash(&self, hash: u64) -> Option<&Bytes> {
+        self.by_hash.get(&hash)
+    }
+
+    fn toggle(&mut self, key_hash: u64, record_hash: u64) {
+        for l in 1..=LEVELS {
+            self.tree[l as usize - 1][node_of(key_hash, l)] ^= record_hash;
+        }
     }
 
     /// Whether the holder of `key` (if any) leases it against `writer` at `now`: returns the
@@ -178,11 +207,12 @@ impl Store {
     pub fn insert(&mut self, s: Arc<Stored>) -> Change {
         let key = s.record.key.clone();
         let h = s.short_hash();
+        let kh = key_hash(&key);
         let leasing = self.leasing;
         let state = match self.keys.get_mut(&key) {
             Some(st) => st,
             None => {
-                self.bucket_keys[bucket_of(key_hash(&key))].push(key.clone());
+                self.by_hash.insert(kh, key.clone());
                 self.keys.entry(key.clone()).or_default()
             }
         };
@@ -197,7 +227,7 @@ impl Store {
             Ok(_) => return Change::Known,
             Err(i) => i,
         };
-        let bucket = bucket_of(key_hash(&key));
+        let mut toggles: Vec<u64> = Vec::new();
         if !leasing {
             // Keep only the greatest record.
             if let Some(max) = state.records.last() {
@@ -207,7 +237,7 @@ impl Store {
             }
             for old in state.records.drain(..) {
                 state.digest ^= old.short_hash();
-                self.buckets[bucket] ^= old.short_hash();
+                toggles.push(old.short_hash());
                 self.records -= 1;
             }
             state.holder = (!s.record.tombstone).then_some(0);
@@ -224,7 +254,7 @@ impl Store {
             state.holder = resolve::fold(state.records.iter().map(|r| &r.record), true);
         }
         state.digest ^= h;
-        self.buckets[bucket] ^= h;
+        toggles.push(h);
         self.records += 1;
         let after = state.visible().map(|v| v.record.clone());
         let lost = match (&before, &after) {
@@ -237,6 +267,9 @@ impl Store {
             }
             _ => None,
         };
+        for t in toggles {
+            self.toggle(kh, t);
+        }
         match (before, after) {
             (Some(b), None) => {
                 self.live -= 1;
@@ -328,7 +361,7 @@ mod tests {
                 live_b = b.len() as i64;
             }
             prop_assert_eq!(snapshot(&a), snapshot(&b));
-            prop_assert_eq!(a.buckets(), b.buckets());
+            prop_assert_eq!(&a.tree, &b.tree);
             prop_assert_eq!(a.len() as i64, live_b);
             prop_assert_eq!(a.len(), snapshot(&a).len());
         }

@@ -239,17 +239,30 @@ pub struct RecordBatch {
     #[prost(uint32, repeated, tag = "5")]
     pub indices: ::prost::alloc::vec::Vec<u32>,
 }
-/// Level 1 of anti-entropy: one XOR of record hashes per bucket of keys (256 buckets).
+/// Anti-entropy descends a hash tree over key hashes: fanout 16, 4 levels (65 536 leaves). A node
+/// at level l covers the keys whose hash starts with its l hex digits; its value is the XOR of the
+/// hashes of all records of those keys. One side sends the children of some nodes; the other
+/// compares them with its own and answers with the children of the ones that differ, one level
+/// deeper; at the leaves it lists its keys instead.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct SyncDigest {
-    #[prost(fixed64, repeated, tag = "1")]
-    pub buckets: ::prost::alloc::vec::Vec<u64>,
-    #[prost(uint64, tag = "2")]
+pub struct SyncTree {
+    /// The level of `hashes` (1 to 4).
+    #[prost(uint32, tag = "1")]
+    pub level: u32,
+    /// Indices (at level - 1) of the nodes whose 16 children follow, in order.
+    #[prost(uint32, repeated, tag = "2")]
+    pub parents: ::prost::alloc::vec::Vec<u32>,
+    /// 16 child hashes per parent.
+    #[prost(fixed64, repeated, tag = "3")]
+    pub hashes: ::prost::alloc::vec::Vec<u64>,
+    /// The sender's number of keys (0 asks for the whole dictionary).
+    #[prost(uint64, tag = "4")]
     pub key_count: u64,
 }
-/// Level 2: for each differing bucket, each key's hash and the XOR of its record hashes.
+/// For each differing leaf: each key's hash and the XOR of its record hashes.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct BucketKeys {
+    /// The leaf index (0 to 65 535).
     #[prost(uint32, tag = "1")]
     pub bucket: u32,
     #[prost(fixed64, repeated, tag = "2")]
@@ -287,7 +300,7 @@ pub mod sync_message {
         #[prost(message, tag = "1")]
         Live(super::RecordBatch),
         #[prost(message, tag = "2")]
-        Digest(super::SyncDigest),
+        Tree(super::SyncTree),
         #[prost(message, tag = "3")]
         Keys(super::SyncKeyList),
         #[prost(message, tag = "4")]

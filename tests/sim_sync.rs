@@ -1,8 +1,10 @@
 //! Seeded simulations of sync nodes: message loss, duplication and reordering, partitions with
 //! writes on both sides, crashes and restarts, and clock skew within the allowed bound. After
-//! healing, every replica holds the same dictionary, no shown write broke a lease, and every
-//! acknowledged write is still there (leasing: every record is kept) or was superseded by a
-//! later one (no leasing). `RS2P_SIM_SEEDS=N` runs more seeds; a failure names its seed.
+//! healing, every replica holds the same dictionary, every node shows the fold of what it keeps
+//! (so no shown write broke a lease), and every acknowledged write that survived on a live node
+//! is still kept, was superseded (no leasing), or became final and was folded into a checkpoint
+//! (the pruning runs, with a short finality grace and partitions shorter than it).
+//! `RS2P_SIM_SEEDS=N` runs more seeds; a failure names its seed.
 
 use std::collections::BTreeMap;
 
@@ -29,8 +31,13 @@ struct World {
 
 impl World {
     fn new(seed: u64, n: usize, leasing: bool) -> World {
+        Self::with_grace(seed, n, leasing, std::time::Duration::from_secs(600))
+    }
+
+    fn with_grace(seed: u64, n: usize, leasing: bool, grace: std::time::Duration) -> World {
         let mut cfg = SyncConfig::default();
         cfg.leasing = leasing;
+        cfg.finality_grace = grace;
         cfg.lease = std::time::Duration::from_secs(20); // short, so leases expire within a run
         cfg.repair_interval = std::time::Duration::from_secs(2);
         let mut sim = Sim::new(seed, n);
@@ -96,11 +103,15 @@ impl World {
     }
 }
 
-fn run(seed: u64) {
+/// One run. With `prune`, the finality grace is 30 s (horizon 70 s, so records are pruned during
+/// the run) and partitions last at most 15 s, within the guarantee.
+fn run(seed: u64, prune: bool) {
     let mut r = rand_chacha::ChaCha12Rng::seed_from_u64(seed);
     let n = r.gen_range(3..=7);
-    let leasing = r.gen_bool(0.7);
-    let mut w = World::new(seed, n, leasing);
+    let leasing = prune || r.gen_bool(0.7);
+    let grace = std::time::Duration::from_secs(if prune { 30 } else { 600 });
+    let mut w = World::with_grace(seed, n, leasing, grace);
+    let mut partitioned_at: Option<u64> = None;
     for i in 0..n {
         w.sim.set_skew(i, r.gen_range(-3000..=3000));
     }
@@ -120,7 +131,7 @@ fn run(seed: u64) {
     }
     let keys = ["a", "b", "c", "d", "测试"];
     // (owner index, key, value) of acknowledged writes, and which were replicated before a crash.
-    let mut acked: Vec<(usize, String, Option<String>)> = Vec::new();
+    let mut acked: Vec<(usize, String, u64, u64)> = Vec::new();
     for step in 0..60 {
         let i = r.gen_range(0..n);
         let key = keys[r.gen_range(0..keys.len())];
@@ -129,22 +140,48 @@ fn run(seed: u64) {
         } else {
             None
         };
+        let at = w.sim.node_now(i);
         if w.write(i, key, value.as_deref()) {
-            acked.push((i, key.to_string(), value));
+            // The record just written: node i's latest for this key (versions are unique per
+            // owner). Without leasing it may already be superseded by a later-stamped write (a
+            // peer's clock ahead), and then it is not kept: nothing to track.
+            let id = w.sim.id(i);
+            let version = w.machines[i]
+                .lock()
+                .store()
+                .key(key.as_bytes())
+                .and_then(|st| {
+                    st.records()
+                        .iter()
+                        .filter(|s| s.record.owner == id)
+                        .map(|s| s.record.version)
+                        .max()
+                });
+            if let Some(version) = version {
+                acked.push((i, key.to_string(), version, at));
+            }
         }
         w.sim.advance(r.gen_range(0..3000));
+        if prune && partitioned_at.is_some_and(|t| w.sim.now() > t + 15_000) {
+            w.sim.heal();
+            partitioned_at = None;
+        }
         match r.gen_range(0..20) {
             0 => {
                 let side: Vec<usize> = (0..n).filter(|_| r.gen_bool(0.5)).collect();
                 w.sim.partition(&side);
+                partitioned_at.get_or_insert(w.sim.now());
             }
-            1 => w.sim.heal(),
+            1 => {
+                w.sim.heal();
+                partitioned_at = None;
+            }
             2 => {
                 let victim = r.gen_range(0..n);
                 // A write survives a crash if some other node holds its record; one that lived
                 // only on crashed nodes is gone (without persistence, the documented bound).
                 let ids: Vec<_> = (0..n).map(|j| w.sim.id(j)).collect();
-                acked.retain(|(o, k, v)| {
+                acked.retain(|(o, k, version, _)| {
                     (0..n).any(|j| {
                         j != victim
                             && w.machines[j]
@@ -152,11 +189,8 @@ fn run(seed: u64) {
                                 .store()
                                 .key(k.as_bytes())
                                 .is_some_and(|st| {
-                                    st.records().iter().any(|s| {
-                                        s.record.owner == ids[*o]
-                                            && s.record.tombstone == v.is_none()
-                                            && v.as_ref()
-                                                .is_none_or(|v| s.record.value == v.as_bytes())
+                                    st.records().iter().chain(st.checkpoint().1).any(|s| {
+                                        s.record.owner == ids[*o] && s.record.version == *version
                                     })
                                 })
                     })
@@ -182,10 +216,15 @@ fn run(seed: u64) {
     for i in 0..n {
         let m = w.machines[i].lock();
         for (_, st) in m.store().states() {
-            // The shown record is the fold of the records kept: no lease broken (the fold's rules
-            // are property-tested in rs2p-sync).
+            // The shown record is the fold of the records kept on top of the checkpoint: no lease
+            // broken (the fold's rules are property-tested in rs2p-sync).
             let records: Vec<_> = st.records().iter().map(|s| s.record.clone()).collect();
-            let holder = resolve::fold(records.iter(), leasing).map(|j| &records[j]);
+            let base = st.checkpoint().1.map(|b| b.record.clone());
+            let holder = match resolve::fold_from(base.as_ref(), records.iter(), leasing) {
+                resolve::Folded::Empty => None,
+                resolve::Folded::Initial => base.as_ref(),
+                resolve::Folded::At(j) => Some(&records[j]),
+            };
             assert_eq!(
                 holder,
                 st.visible().map(|v| &v.record),
@@ -198,24 +237,32 @@ fn run(seed: u64) {
             "seed {seed}: honest records are never refused"
         );
     }
-    // Every acknowledged write survives as a record (leasing) or was superseded (no leasing).
+    // Every acknowledged write survives as a record (leasing), was superseded (no leasing), or
+    // became final and was folded into its key's checkpoint (pruning: issued before the cutoff).
     let m = w.machines[0].lock();
-    for (owner, key, value) in &acked {
-        let st = m
-            .store()
-            .key(key.as_bytes())
-            .unwrap_or_else(|| panic!("seed {seed}: key {key} vanished"));
+    if prune {
+        assert!(m.store().cutoff() > 0, "seed {seed}: the run pruned");
+    }
+    for (owner, key, version, issued_at) in &acked {
+        let Some(st) = m.store().key(key.as_bytes()) else {
+            assert!(
+                *issued_at < m.store().cutoff(),
+                "seed {seed}: key {key} vanished"
+            );
+            continue;
+        };
+        // Final once before the node's cutoff, or its key's (merged from a peer's checkpoint).
+        let finalized = *issued_at < m.store().cutoff().max(st.checkpoint().0);
         let owner_id = w.sim.id(*owner);
-        let present = st.records().iter().any(|s| {
-            s.record.owner == owner_id
-                && s.record.tombstone == value.is_none()
-                && value
-                    .as_ref()
-                    .is_none_or(|v| s.record.value == v.as_bytes())
-        });
+        let present = st
+            .records()
+            .iter()
+            .chain(st.checkpoint().1)
+            .any(|s| s.record.owner == owner_id && s.record.version == *version);
         assert!(
-            present || !leasing,
-            "seed {seed}: acknowledged write {key}={value:?} by node {owner} is missing"
+            present || !leasing || finalized,
+            "seed {seed}: acknowledged write {key} (version {version}) by node {owner} at {issued_at} is missing (cutoff {})",
+            m.store().cutoff()
         );
     }
 }
@@ -224,9 +271,18 @@ fn run(seed: u64) {
 fn replicas_converge_under_loss_partitions_crashes_and_skew() {
     let n = seeds();
     for seed in 0..n {
-        run(seed);
+        run(seed, false);
     }
     println!("sync simulation: {n} seeds passed");
+}
+
+#[test]
+fn replicas_that_prune_still_converge_within_the_finality_guarantee() {
+    let n = seeds();
+    for seed in 0..n {
+        run(seed, true);
+    }
+    println!("sync simulation with pruning: {n} seeds passed");
 }
 
 #[test]

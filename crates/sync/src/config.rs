@@ -19,6 +19,17 @@ pub struct SyncConfig {
     pub repair_interval: Duration,
     /// Bytes of records per join or repair message. Default 256 KiB.
     pub transfer_chunk: usize,
+    /// With leasing, records become final (and are folded into checkpoints) once older than
+    /// `lease + 2 · max_skew + finality_grace`; every record must reach every node within that
+    /// time (see `rs2p_sync::proto::store`). Default 10 min.
+    pub finality_grace: Duration,
+}
+
+impl SyncConfig {
+    /// The finality horizon (ms): `lease + 2 · max_skew + finality_grace`.
+    pub fn horizon_ms(&self) -> u64 {
+        ms(self.lease) + 2 * ms(self.max_skew) + ms(self.finality_grace)
+    }
 }
 
 impl Default for SyncConfig {
@@ -31,6 +42,7 @@ impl Default for SyncConfig {
             max_value_len: 256 * 1024,
             repair_interval: Duration::from_secs(5),
             transfer_chunk: 256 * 1024,
+            finality_grace: Duration::from_secs(600),
         }
     }
 }

@@ -84,6 +84,10 @@ pub struct SyncStats {
     pub lease_conflicts: u64,
     /// Batches refused, by reason.
     pub refused: HashMap<String, u64>,
+    /// Records issued before this node's checkpoint for their key, ignored: either already
+    /// folded into the checkpoint (a peer that had not pruned yet), or late beyond the finality
+    /// guarantee.
+    pub stale: u64,
     /// Digest exchanges started.
     pub repairs_started: u64,
     /// Records sent by join and repair.
@@ -279,7 +283,17 @@ impl SyncMachine {
 
     fn merge(&mut self, s: Arc<Stored>) -> bool {
         let key = s.record.key.clone();
-        match self.store.insert(s) {
+        let change = self.store.insert(s);
+        self.note(key, change)
+    }
+
+    /// Turns a change of the store into events; returns whether anything was stored.
+    fn note(&mut self, key: Bytes, change: Change) -> bool {
+        match change {
+            Change::Stale => {
+                self.stats.stale += 1;
+                false
+            }
             Change::Known => {
                 self.stats.records_known += 1;
                 false
@@ -370,37 +384,89 @@ impl SyncMachine {
         Self::send(cx, peer, Kind::Tree(t));
     }
 
-    /// Sends every record of `keys` to `peer`, in chunks.
+    /// Sends every record of `keys` (with their checkpoints) to `peer`, in chunks; a key's
+    /// checkpoint and records always travel in the same chunk.
     fn push_keys<'a>(
         &mut self,
         cx: &mut Context<'_>,
         peer: PeerId,
         keys: impl Iterator<Item = &'a Bytes>,
     ) {
-        let mut chunk: Vec<Arc<Stored>> = Vec::new();
+        let mut records: Vec<Arc<Stored>> = Vec::new();
+        let mut checkpoints: Vec<pb::Checkpoint> = Vec::new();
         let mut size = 0;
         let mut chunks = Vec::new();
         for k in keys {
             if let Some(st) = self.store.key(k) {
+                let (cutoff, base) = st.checkpoint();
+                if cutoff > 0 {
+                    let holder = base.map(|b| {
+                        size += b.raw.len() + 40;
+                        record::regroup([b]).remove(0)
+                    });
+                    checkpoints.push(pb::Checkpoint {
+                        key: k.clone(),
+                        cutoff_ms: cutoff,
+                        holder,
+                    });
+                }
                 for r in st.records() {
                     size += r.raw.len() + 40;
-                    chunk.push(r.clone());
+                    records.push(r.clone());
                 }
             }
             if size >= self.cfg.transfer_chunk {
-                chunks.push(std::mem::take(&mut chunk));
+                chunks.push((
+                    std::mem::take(&mut checkpoints),
+                    std::mem::take(&mut records),
+                ));
                 size = 0;
             }
         }
-        if !chunk.is_empty() {
-            chunks.push(chunk);
+        if !records.is_empty() || !checkpoints.is_empty() {
+            chunks.push((checkpoints, records));
         }
-        for c in chunks {
+        for (checkpoints, c) in chunks {
             self.stats.records_sent_repair += c.len() as u64;
             self.stats.bytes_sent_repair += c.iter().map(|r| r.raw.len() as u64).sum::<u64>();
             let batches = record::regroup(c.iter());
-            Self::send(cx, peer, Kind::Transfer(pb::SyncTransfer { batches }));
+            Self::send(
+                cx,
+                peer,
+                Kind::Transfer(pb::SyncTransfer {
+                    batches,
+                    checkpoints,
+                }),
+            );
         }
+    }
+
+    /// Verifies and merges a peer's checkpoint.
+    fn receive_checkpoint(&mut self, cp: pb::Checkpoint, now: u64) -> Result<(), RecordError> {
+        let highest =
+            crate::proto::store::cutoff_at(now + ms(self.cfg.max_skew), self.cfg.horizon_ms());
+        if cp.key.is_empty() || cp.key.len() > self.cfg.max_key_len || cp.cutoff_ms > highest {
+            *self
+                .stats
+                .refused
+                .entry("BadCheckpoint".into())
+                .or_insert(0) += 1;
+            return Err(RecordError::Malformed);
+        }
+        let holder = match cp.holder {
+            None => None,
+            Some(batch) => match record::open(batch, &self.limits(now)) {
+                Ok(mut v) if v.len() == 1 => Some(v.remove(0)),
+                Ok(_) => return Err(RecordError::Malformed),
+                Err(e) => {
+                    *self.stats.refused.entry(format!("{e:?}")).or_insert(0) += 1;
+                    return Err(e);
+                }
+            },
+        };
+        let change = self.store.merge_checkpoint(&cp.key, cp.cutoff_ms, holder);
+        self.note(cp.key, change);
+        Ok(())
     }
 
     /// Compares the peer's tree nodes with ours and descends into the ones that differ: their
@@ -559,6 +625,11 @@ impl Handler for SyncMachine {
             _ if flooded => Verdict::Reject,
             Kind::Transfer(t) => {
                 let mut verdict = Verdict::Accept;
+                for cp in t.checkpoints {
+                    if self.receive_checkpoint(cp, now).is_err() {
+                        verdict = Verdict::Reject;
+                    }
+                }
                 for b in t.batches {
                     if self.receive_batch(b, now).is_err() {
                         verdict = Verdict::Reject;
@@ -575,12 +646,17 @@ impl Handler for SyncMachine {
     fn on_timer(&mut self, cx: &mut Context<'_>, token: u64) {
         if token == REPAIR_TIMER {
             self.repair_armed = false;
+            if self.cfg.leasing {
+                let cutoff = crate::proto::store::cutoff_at(cx.now(), self.cfg.horizon_ms());
+                self.store.prune(cutoff);
+            }
             let peers = cx.peers().to_vec();
             if !peers.is_empty() {
                 let peer = peers[cx.rng().gen_range(0..peers.len())];
                 self.send_digest(cx, peer);
-                self.arm_repair(cx);
             }
+            // Keep ticking even alone, so that pruning runs.
+            self.arm_repair(cx);
         }
     }
 }

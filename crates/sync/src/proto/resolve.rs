@@ -29,13 +29,48 @@ pub fn applies(holder: Option<&Record>, r: &Record, leasing: bool) -> bool {
 /// Folds records already sorted by [`Record::sort_key`]; returns the index of the holder, or
 /// `None` when the key is empty (never written, or deleted).
 pub fn fold<'a>(sorted: impl IntoIterator<Item = &'a Record>, leasing: bool) -> Option<usize> {
-    let mut holder: Option<(usize, &Record)> = None;
+    match fold_from(None, sorted, leasing) {
+        Folded::At(i) => Some(i),
+        Folded::Empty | Folded::Initial => None,
+    }
+}
+
+/// The result of [`fold_from`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Folded {
+    /// The key is empty.
+    Empty,
+    /// The initial holder still holds.
+    Initial,
+    /// The record at this index holds.
+    At(usize),
+}
+
+/// Folds sorted records on top of an initial holder (a checkpoint: the fold of every earlier
+/// record). `fold(P ∪ S) = fold_from(fold(P), S)` whenever every record of `P` sorts before every
+/// record of `S`, which is what makes checkpoints exact.
+pub fn fold_from<'a>(
+    initial: Option<&'a Record>,
+    sorted: impl IntoIterator<Item = &'a Record>,
+    leasing: bool,
+) -> Folded {
+    let mut holder: Option<&Record> = initial;
+    let mut result = if initial.is_some() {
+        Folded::Initial
+    } else {
+        Folded::Empty
+    };
     for (i, r) in sorted.into_iter().enumerate() {
-        if applies(holder.map(|(_, h)| h), r, leasing) {
-            holder = if r.tombstone { None } else { Some((i, r)) };
+        if applies(holder, r, leasing) {
+            holder = (!r.tombstone).then_some(r);
+            result = if r.tombstone {
+                Folded::Empty
+            } else {
+                Folded::At(i)
+            };
         }
     }
-    holder.map(|(i, _)| i)
+    result
 }
 
 #[cfg(test)]

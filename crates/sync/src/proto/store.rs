@@ -1,17 +1,30 @@
-//! The replicated dictionary: every valid record per key, the resolved view, and digests.
+//! The replicated dictionary: the valid records per key, the resolved view, and the repair tree.
 //!
 //! # What is kept (the pruning guarantee)
 //!
 //! - **Without leasing**, the fold is last-writer-wins over a total order, a join-semilattice:
 //!   a key keeps only its greatest record, and dropping the others can never change any
-//!   replica's result for any arrival order (a late record either sorts after it and replaces
-//!   it, or before it and is ignored).
-//! - **With leasing**, the fold depends on the whole history: with leases of 3600, the set
-//!   `{A@0, B@3000, C@6000, D@9000}` resolves to C, but without A@0 to D, so even a record an
-//!   hour older than every other can decide the result. No record can be pruned without a
-//!   finality horizon that every replica agrees on; until that horizon exists, a leased key keeps
-//!   every record written to it (memory grows with writes, not only with keys). What is kept is
-//!   exactly the set of valid records received, so replicas holding the same records agree.
+//!   replica's result for any arrival order.
+//! - **With leasing**, the fold depends on the whole history (with leases of 3600, the set
+//!   `{A@0, B@3000, C@6000, D@9000}` resolves to C, but without A@0 to D), so records can only be
+//!   dropped once no earlier record can still arrive. The store therefore works with a **finality
+//!   horizon** `H = lease + 2·max_skew + grace`:
+//!
+//!   > **Guarantee.** If every valid record reaches every replica before it is `H` old (by the
+//!   > receiver's clock), pruning never changes any replica's dictionary, whatever the order in
+//!   > which records arrived and whenever each replica pruned.
+//!
+//!   [`Store::prune`] folds every record issued before a cutoff (on a 60-second grid, so replicas
+//!   choose the same cutoffs) into a per-key **checkpoint**: the record that holds the key at the
+//!   cutoff (kept, with its signature) or nothing. This is exact because the fold of a set is the
+//!   fold of its later records on top of the fold of its earlier ones. A record issued before a
+//!   key's cutoff (or before the store's latest cutoff, for keys it forgot) can only arrive in
+//!   breach of the guarantee; it is refused as [`Change::Stale`] and counted. Join and repair send
+//!   a key's checkpoint with its records; checkpoints merge by taking the later cutoff, and at
+//!   equal cutoffs the greater holder in sort order (under the guarantee the two are equal; after
+//!   a breach, such as a partition longer than the grace, this picks one deterministically so
+//!   replicas still converge). A key whose checkpoint is empty and has no later records is
+//!   forgotten entirely.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -21,7 +34,7 @@ use rs2p_base::hash256;
 use rs2p_base::PeerId;
 
 use super::record::{short, Record, Stored};
-use super::resolve;
+use super::resolve::{self, Folded};
 
 /// Levels of the repair hash tree (fanout 16): 16, 256, 4 096 and 65 536 nodes.
 pub const LEVELS: u32 = 4;
@@ -29,31 +42,87 @@ pub const LEVELS: u32 = 4;
 pub const FANOUT: usize = 16;
 /// Leaves of the tree.
 pub const LEAVES: usize = 1 << (4 * LEVELS);
+/// Prune cutoffs are multiples of this (ms), so replicas with close clocks pick the same ones.
+pub const PRUNE_GRID: u64 = 60_000;
+
+/// The cutoff a replica prunes to at `now` for a horizon `horizon` (ms).
+pub fn cutoff_at(now: u64, horizon: u64) -> u64 {
+    now.saturating_sub(horizon) / PRUNE_GRID * PRUNE_GRID
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Holder {
+    #[default]
+    Empty,
+    Base,
+    At(usize),
+}
 
 /// The records of one key and which of them is shown.
 #[derive(Debug, Default)]
 pub struct KeyState {
-    /// Sorted by [`Record::sort_key`], no duplicates.
+    /// Records issued before this (ms) are folded into `base`.
+    cutoff: u64,
+    /// The checkpoint: the record holding the key at `cutoff`, if any.
+    base: Option<Arc<Stored>>,
+    /// Records issued at or after `cutoff`, sorted by sort key then leaf hash, no duplicates.
     records: Vec<Arc<Stored>>,
-    holder: Option<usize>,
-    /// XOR of the records' short hashes.
+    holder: Holder,
+    /// XOR of the short hashes of `base` and `records`.
     digest: u64,
 }
 
 impl KeyState {
     /// The record shown, if the key has a value.
     pub fn visible(&self) -> Option<&Arc<Stored>> {
-        self.holder.map(|i| &self.records[i])
+        match self.holder {
+            Holder::Empty => None,
+            Holder::Base => self.base.as_ref(),
+            Holder::At(i) => self.records.get(i),
+        }
     }
 
-    /// Every record kept for the key.
+    /// The records kept after the checkpoint.
     pub fn records(&self) -> &[Arc<Stored>] {
         &self.records
     }
 
-    /// The XOR of the records' short hashes.
+    /// The checkpoint: its cutoff and the record that held the key then.
+    pub fn checkpoint(&self) -> (u64, Option<&Arc<Stored>>) {
+        (self.cutoff, self.base.as_ref())
+    }
+
+    /// The XOR of the kept records' short hashes.
     pub fn digest(&self) -> u64 {
         self.digest
+    }
+
+    /// In debug builds: the shown holder is the fold of the checkpoint and the records.
+    fn check(&self, leasing: bool, what: &str) {
+        if cfg!(debug_assertions) {
+            let expected = match resolve::fold_from(
+                self.base.as_ref().map(|b| &b.record),
+                self.records.iter().map(|r| &r.record),
+                leasing,
+            ) {
+                Folded::Empty => Holder::Empty,
+                Folded::Initial => Holder::Base,
+                Folded::At(i) => Holder::At(i),
+            };
+            assert_eq!(self.holder, expected, "after {what}: {self:?}");
+        }
+    }
+
+    fn refold(&mut self, leasing: bool) {
+        self.holder = match resolve::fold_from(
+            self.base.as_ref().map(|b| &b.record),
+            self.records.iter().map(|r| &r.record),
+            leasing,
+        ) {
+            Folded::Empty => Holder::Empty,
+            Folded::Initial => Holder::Base,
+            Folded::At(i) => Holder::At(i),
+        };
     }
 }
 
@@ -62,6 +131,8 @@ impl KeyState {
 pub enum Change {
     /// Already known (or, without leasing, superseded): nothing changed.
     Known,
+    /// Issued before the key's checkpoint (a breach of the finality guarantee): refused.
+    Stale,
     /// Stored; the key shows the same as before.
     Stored,
     /// Stored; the key now shows another value.
@@ -79,7 +150,7 @@ pub enum Change {
     },
 }
 
-/// The key's hash for digests and repair messages.
+/// The key's hash for the repair tree and messages.
 pub fn key_hash(key: &[u8]) -> u64 {
     short(&hash256("rs2p/v1/sync-key", &[key]))
 }
@@ -96,6 +167,10 @@ fn leaf_range(leaf: usize) -> std::ops::RangeInclusive<u64> {
     start..=(start | ((1u64 << shift) - 1))
 }
 
+fn order(s: &Stored) -> ((u64, PeerId, u64), &[u8; 32]) {
+    (s.record.sort_key(), s.leaf())
+}
+
 /// The dictionary. See the [module docs](self).
 #[derive(Debug)]
 pub struct Store {
@@ -108,6 +183,8 @@ pub struct Store {
     by_hash: BTreeMap<u64, Bytes>,
     live: usize,
     records: usize,
+    /// The latest cutoff pruned to: records issued before it are refused for any key.
+    cutoff: u64,
 }
 
 impl Store {
@@ -120,6 +197,7 @@ impl Store {
             by_hash: BTreeMap::new(),
             live: 0,
             records: 0,
+            cutoff: 0,
         }
     }
 
@@ -133,14 +211,19 @@ impl Store {
         self.live == 0
     }
 
-    /// The number of records kept.
+    /// The number of records kept (checkpoints included).
     pub fn record_count(&self) -> usize {
         self.records
     }
 
-    /// The number of keys ever written (with a value or a tombstone).
+    /// The number of keys known (with a value, or deleted but not yet forgotten).
     pub fn key_count(&self) -> usize {
         self.keys.len()
+    }
+
+    /// The latest cutoff this store pruned to.
+    pub fn cutoff(&self) -> u64 {
+        self.cutoff
     }
 
     /// The state of one key.
@@ -187,9 +270,9 @@ impl Store {
         self.by_hash.get(&hash)
     }
 
-    fn toggle(&mut self, key_hash: u64, record_hash: u64) {
+    fn toggle(tree: &mut [Vec<u64>], key_hash: u64, record_hash: u64) {
         for l in 1..=LEVELS {
-            self.tree[l as usize - 1][node_of(key_hash, l)] ^= record_hash;
+            tree[l as usize - 1][node_of(key_hash, l)] ^= record_hash;
         }
     }
 
@@ -203,63 +286,96 @@ impl Store {
         (h.owner != writer && h.lease_until > now).then_some((h.owner, h.lease_until))
     }
 
+    fn state_mut(&mut self, key: &Bytes) -> &mut KeyState {
+        if !self.keys.contains_key(key) {
+            self.by_hash.insert(key_hash(key), key.clone());
+            self.keys.insert(
+                key.clone(),
+                KeyState {
+                    cutoff: self.cutoff,
+                    ..KeyState::default()
+                },
+            );
+        }
+        self.keys.get_mut(key).expect("just inserted")
+    }
+
     /// Adds a verified record and says what changed.
     pub fn insert(&mut self, s: Arc<Stored>) -> Change {
         let key = s.record.key.clone();
-        let h = s.short_hash();
+        let floor = self.keys.get(&key).map_or(self.cutoff, |st| st.cutoff);
+        if self.leasing && s.record.issued_at < floor {
+            return Change::Stale;
+        }
         let kh = key_hash(&key);
         let leasing = self.leasing;
-        let state = match self.keys.get_mut(&key) {
-            Some(st) => st,
-            None => {
-                self.by_hash.insert(kh, key.clone());
-                self.keys.entry(key.clone()).or_default()
-            }
-        };
+        let state = self.state_mut(&key);
         let before = state.visible().map(|v| v.record.clone());
         let sk = s.record.sort_key();
-        // Ties in the sort key (only a lying owner makes them) are broken by the leaf hash, so
-        // every replica orders the same set alike.
-        let pos = match state
-            .records
-            .binary_search_by(|r| (r.record.sort_key(), r.leaf()).cmp(&(sk, s.leaf())))
-        {
+        let pos = match state.records.binary_search_by(|r| order(r).cmp(&order(&s))) {
             Ok(_) => return Change::Known,
             Err(i) => i,
         };
+        if state.base.as_ref().is_some_and(|b| b.leaf() == s.leaf()) {
+            return Change::Known;
+        }
         let mut toggles: Vec<u64> = Vec::new();
+        let mut removed = 0usize;
+        let h = s.short_hash();
         if !leasing {
             // Keep only the greatest record.
             if let Some(max) = state.records.last() {
-                if (max.record.sort_key(), max.leaf()) >= (sk, s.leaf()) {
+                if order(max) >= order(&s) {
                     return Change::Known;
                 }
             }
             for old in state.records.drain(..) {
                 state.digest ^= old.short_hash();
                 toggles.push(old.short_hash());
-                self.records -= 1;
+                removed += 1;
             }
-            state.holder = (!s.record.tombstone).then_some(0);
+            state.holder = if s.record.tombstone {
+                Holder::Empty
+            } else {
+                Holder::At(0)
+            };
             state.records.push(s);
         } else if pos == state.records.len() {
             // The common case, a write later than all before it: apply it incrementally.
-            let applies = resolve::applies(state.visible().map(|v| &v.record), &s.record, true);
-            if applies {
-                state.holder = (!s.record.tombstone).then_some(pos);
+            if resolve::applies(state.visible().map(|v| &v.record), &s.record, true) {
+                state.holder = if s.record.tombstone {
+                    Holder::Empty
+                } else {
+                    Holder::At(pos)
+                };
             }
             state.records.push(s);
         } else {
             state.records.insert(pos, s);
-            state.holder = resolve::fold(state.records.iter().map(|r| &r.record), true);
+            state.refold(true);
         }
         state.digest ^= h;
         toggles.push(h);
-        self.records += 1;
+        let last = pos + 1 == state.records.len();
+        state.check(leasing, "insert");
         let after = state.visible().map(|v| v.record.clone());
+        self.records = self.records + 1 - removed;
+        for t in toggles {
+            Self::toggle(&mut self.tree, kh, t);
+        }
+        self.change(before, after, !last, sk)
+    }
+
+    fn change(
+        &mut self,
+        before: Option<Record>,
+        after: Option<Record>,
+        reordered: bool,
+        sk: (u64, PeerId, u64),
+    ) -> Change {
         let lost = match (&before, &after) {
             (Some(b), a)
-                if pos < state.records.len() - 1
+                if reordered
                     && a.as_ref().is_none_or(|a| a.owner != b.owner)
                     && sk < b.sort_key() =>
             {
@@ -267,13 +383,9 @@ impl Store {
             }
             _ => None,
         };
-        for t in toggles {
-            self.toggle(kh, t);
-        }
         match (before, after) {
-            (Some(b), None) => {
+            (Some(_), None) => {
                 self.live -= 1;
-                let _ = b;
                 Change::Deleted { lost }
             }
             (None, Some(a)) => {
@@ -283,6 +395,146 @@ impl Store {
             (Some(b), Some(a)) if b != a => Change::Updated { now: a, lost },
             _ => Change::Stored,
         }
+    }
+
+    /// Folds every record issued before `cutoff` into the keys' checkpoints (leasing only; a
+    /// cutoff not later than the last one does nothing). Never changes what any key shows.
+    pub fn prune(&mut self, cutoff: u64) {
+        if !self.leasing || cutoff <= self.cutoff {
+            return;
+        }
+        self.cutoff = cutoff;
+        let keys: Vec<Bytes> = self
+            .keys
+            .iter()
+            .filter(|(_, st)| {
+                st.cutoff < cutoff
+                    && (st
+                        .records
+                        .first()
+                        .is_some_and(|r| r.record.issued_at < cutoff)
+                        || st.base.is_none())
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in keys {
+            self.prune_key(&k, cutoff);
+        }
+    }
+
+    /// Advances one key's checkpoint to `cutoff`.
+    fn prune_key(&mut self, key: &Bytes, cutoff: u64) {
+        let kh = key_hash(key);
+        let Some(state) = self.keys.get_mut(key) else {
+            return;
+        };
+        if cutoff <= state.cutoff {
+            return;
+        }
+        state.check(true, "any change before a prune");
+        let shown_before = state.visible().map(|v| v.record.clone());
+        let split = state
+            .records
+            .partition_point(|r| r.record.issued_at < cutoff);
+        let prefix: Vec<Arc<Stored>> = state.records.drain(..split).collect();
+        let new_base = match resolve::fold_from(
+            state.base.as_ref().map(|b| &b.record),
+            prefix.iter().map(|r| &r.record),
+            true,
+        ) {
+            Folded::Empty => None,
+            Folded::Initial => state.base.clone(),
+            Folded::At(i) => Some(prefix[i].clone()),
+        };
+        let mut dropped: Vec<u64> = prefix.iter().map(|r| r.short_hash()).collect();
+        if let Some(old) = &state.base {
+            dropped.push(old.short_hash());
+        }
+        if let Some(nb) = &new_base {
+            // The new checkpoint stays: undo its removal.
+            dropped.push(nb.short_hash());
+        }
+        self.records -= prefix.len() + usize::from(state.base.is_some());
+        self.records += usize::from(new_base.is_some());
+        state.base = new_base;
+        state.cutoff = cutoff;
+        for h in &dropped {
+            state.digest ^= h;
+        }
+        state.refold(true);
+        debug_assert_eq!(
+            shown_before.as_ref(),
+            state.visible().map(|v| &v.record),
+            "pruning never changes what is shown"
+        );
+        let forget = state.base.is_none() && state.records.is_empty();
+        for h in dropped {
+            Self::toggle(&mut self.tree, kh, h);
+        }
+        if forget {
+            self.keys.remove(key);
+            self.by_hash.remove(&kh);
+        }
+    }
+
+    /// Merges a peer's checkpoint for `key` (cutoff and holder, already verified): the later
+    /// cutoff wins; at equal cutoffs the greater holder in sort order.
+    pub fn merge_checkpoint(
+        &mut self,
+        key: &Bytes,
+        cutoff: u64,
+        holder: Option<Arc<Stored>>,
+    ) -> Change {
+        if !self.leasing
+            || holder
+                .as_ref()
+                .is_some_and(|h| h.record.key != *key || h.record.issued_at >= cutoff)
+        {
+            return Change::Known;
+        }
+        let kh = key_hash(key);
+        let before = self.get(key).cloned();
+        let known = self.keys.contains_key(key);
+        if known {
+            self.prune_key(key, cutoff);
+        }
+        let state = self.state_mut(key);
+        if state.cutoff > cutoff {
+            return Change::Known;
+        }
+        if !known {
+            state.cutoff = cutoff;
+        }
+        let replace = match (&state.base, &holder) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(mine), Some(theirs)) => order(theirs) > order(mine),
+        };
+        if !replace {
+            let forget = state.base.is_none() && state.records.is_empty();
+            if forget {
+                self.keys.remove(key);
+                self.by_hash.remove(&kh);
+            }
+            return Change::Known;
+        }
+        let theirs = holder.expect("replace implies a holder");
+        let mut toggles = vec![theirs.short_hash()];
+        let replaced = state.base.replace(theirs.clone());
+        if let Some(old) = &replaced {
+            toggles.push(old.short_hash());
+        }
+        for t in &toggles {
+            state.digest ^= t;
+        }
+        state.refold(true);
+        state.check(true, "merge_checkpoint");
+        let after = state.visible().map(|v| v.record.clone());
+        self.records = self.records + 1 - usize::from(replaced.is_some());
+        for t in toggles {
+            Self::toggle(&mut self.tree, kh, t);
+        }
+        self.change(before, after, true, theirs.record.sort_key())
     }
 }
 
@@ -355,9 +607,7 @@ mod tests {
             let mut b = Store::new(leasing);
             let mut live_b = 0i64;
             for r in &shuffled {
-                match b.insert(r.clone()) {
-                    Change::Updated { .. } | Change::Deleted { .. } | Change::Stored | Change::Known => {}
-                }
+                prop_assert_ne!(b.insert(r.clone()), Change::Stale);
                 live_b = b.len() as i64;
             }
             prop_assert_eq!(snapshot(&a), snapshot(&b));
@@ -376,7 +626,8 @@ mod tests {
                 s.insert(r.clone());
                 for (_, st) in s.states() {
                     let full = resolve::fold(st.records().iter().map(|r| &r.record), true);
-                    prop_assert_eq!(st.holder, full);
+                    let expected = match full { Some(i) => Holder::At(i), None => Holder::Empty };
+                    prop_assert_eq!(st.holder, expected);
                 }
             }
         }
@@ -445,6 +696,144 @@ mod tests {
                 prop_assert_eq!(store.len(), model.len());
             }
         }
+    }
+
+    /// Real-sized times: lease 1 h, skew 10 s, grace 10 min.
+    const H_LEASE: u64 = 3_600_000;
+    const HORIZON: u64 = H_LEASE + 2 * 10_000 + 600_000;
+
+    fn arb_timed() -> impl Strategy<Value = Vec<(u8, u8, u64, bool, u64)>> {
+        // (owner, key, issued_at, tombstone, delivery delay ≤ HORIZON)
+        proptest::collection::vec(
+            (
+                0u8..3,
+                0u8..3,
+                0u64..8 * HORIZON,
+                any::<bool>(),
+                0u64..=HORIZON,
+            ),
+            0..40,
+        )
+    }
+
+    fn timed_records(w: &[(u8, u8, u64, bool, u64)]) -> Vec<(u64, Arc<Stored>)> {
+        let keys: Vec<Keypair> = (1..=3).map(|i| Keypair::from_seed([i; 32])).collect();
+        let mut w = w.to_vec();
+        w.sort_by_key(|&(o, _, t, _, _)| (o, t));
+        let mut versions = [0u64; 3];
+        w.into_iter()
+            .map(|(o, k, t, tomb, delay)| {
+                versions[o as usize] += 1;
+                let kp = &keys[o as usize];
+                let tomb = tomb && t % 3 == 0;
+                let r = Record {
+                    key: Bytes::from(format!("k{k}")),
+                    value: if tomb {
+                        Bytes::new()
+                    } else {
+                        Bytes::from(format!("{o}@{t}"))
+                    },
+                    tombstone: tomb,
+                    owner: kp.peer_id(),
+                    issued_at: t,
+                    version: versions[o as usize],
+                    lease_until: if tomb { t } else { t + H_LEASE },
+                };
+                (t + delay, seal(kp, &[0; 32], vec![r]).0.remove(0))
+            })
+            .collect()
+    }
+
+    proptest! {
+        /// The pruning guarantee: when every record arrives within the horizon of its issue time,
+        /// a replica that prunes (at any moments, to the grid cutoff of its clock) shows exactly
+        /// what the fold of every record shows, in any arrival order; and a new replica that
+        /// receives its checkpoints and records shows the same.
+        #[test]
+        fn pruning_within_the_guarantee_never_changes_the_result(
+            writes in arb_timed(), prune_at in proptest::collection::vec(any::<bool>(), 40)
+        ) {
+            let recs = timed_records(&writes);
+            let mut full = Store::new(true);
+            for (_, r) in &recs {
+                full.insert(r.clone());
+            }
+            let mut arrivals = recs.clone();
+            arrivals.sort_by_key(|(at, r)| (*at, r.record.sort_key()));
+            let mut pruned = Store::new(true);
+            for (i, (at, r)) in arrivals.iter().enumerate() {
+                if prune_at[i % prune_at.len()] {
+                    pruned.prune(cutoff_at(*at, HORIZON));
+                }
+                prop_assert_ne!(pruned.insert(r.clone()), Change::Stale, "a record within the guarantee is never stale");
+            }
+            let end = arrivals.last().map_or(0, |(at, _)| *at) + 2 * HORIZON;
+            pruned.prune(cutoff_at(end, HORIZON));
+            prop_assert_eq!(snapshot(&pruned), snapshot(&full));
+            prop_assert!(pruned.record_count() <= full.record_count());
+
+            // A newcomer fed the pruned replica's checkpoints, then its records.
+            let mut fresh = Store::new(true);
+            for (k, st) in pruned.states() {
+                let (cutoff, base) = st.checkpoint();
+                if cutoff > 0 {
+                    fresh.merge_checkpoint(k, cutoff, base.cloned());
+                }
+                for r in st.records() {
+                    prop_assert_ne!(fresh.insert(r.clone()), Change::Stale);
+                }
+            }
+            prop_assert_eq!(snapshot(&fresh), snapshot(&full));
+        }
+
+        /// After a breach of the guarantee (checkpoints that disagree), merging them in any order
+        /// still makes replicas agree.
+        #[test]
+        fn disagreeing_checkpoints_merge_to_the_same_result_in_any_order(writes in arb_timed(), order_seed in any::<u64>()) {
+            use rand::{seq::SliceRandom, SeedableRng};
+            let recs = timed_records(&writes);
+            let cutoff = cutoff_at(9 * HORIZON, HORIZON);
+            // Each record alone, as a claimed checkpoint holder for its key.
+            let claims: Vec<(Bytes, Arc<Stored>)> = recs
+                .iter()
+                .filter(|(_, r)| r.record.issued_at < cutoff && !r.record.tombstone)
+                .map(|(_, r)| (r.record.key.clone(), r.clone()))
+                .collect();
+            let mut a = Store::new(true);
+            for (k, h) in &claims {
+                a.merge_checkpoint(k, cutoff, Some(h.clone()));
+            }
+            let mut shuffled = claims.clone();
+            shuffled.shuffle(&mut rand::rngs::StdRng::seed_from_u64(order_seed));
+            let mut b = Store::new(true);
+            for (k, h) in &shuffled {
+                b.merge_checkpoint(k, cutoff, Some(h.clone()));
+            }
+            prop_assert_eq!(snapshot(&a), snapshot(&b));
+            prop_assert_eq!(&a.tree, &b.tree);
+        }
+    }
+
+    #[test]
+    fn a_record_older_than_the_checkpoint_is_refused_as_stale() {
+        let kp = Keypair::from_seed([1; 32]);
+        let mut s = Store::new(true);
+        let t = 10 * HORIZON;
+        s.insert(write(&kp, "k", t, 1, false));
+        s.prune(cutoff_at(t + 2 * HORIZON, HORIZON));
+        assert_eq!(s.record_count(), 1, "the holder stays as the checkpoint");
+        assert_eq!(s.insert(write(&kp, "k", t - 1, 0, false)), Change::Stale);
+        assert_eq!(
+            s.insert(write(&kp, "other", t - 1, 0, false)),
+            Change::Stale,
+            "also for keys never seen"
+        );
+        // A key deleted before the cutoff is forgotten entirely.
+        s.insert(write(&kp, "gone", t + 1, 2, false));
+        s.insert(write(&kp, "gone", t + 2, 3, true));
+        s.prune(cutoff_at(t + 3 * HORIZON, HORIZON));
+        assert!(s.key(b"gone").is_none());
+        assert_eq!(s.get(b"k").map(|r| r.issued_at), Some(t));
     }
 
     #[test]

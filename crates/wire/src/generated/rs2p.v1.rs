@@ -281,11 +281,26 @@ pub struct SyncWant {
     #[prost(fixed64, repeated, tag = "1")]
     pub key_hashes: ::prost::alloc::vec::Vec<u64>,
 }
-/// Records sent point to point by join and repair (not relayed).
+/// A key's checkpoint: every record issued before `cutoff_ms` folded into the one that held the
+/// key then (absent when the key was empty).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Checkpoint {
+    #[prost(bytes = "bytes", tag = "1")]
+    pub key: ::prost::bytes::Bytes,
+    #[prost(uint64, tag = "2")]
+    pub cutoff_ms: u64,
+    /// One record, with its original batch signature.
+    #[prost(message, optional, tag = "3")]
+    pub holder: ::core::option::Option<RecordBatch>,
+}
+/// Records sent point to point by join and repair (not relayed). The receiver applies the
+/// checkpoints first, then the records.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct SyncTransfer {
     #[prost(message, repeated, tag = "1")]
     pub batches: ::prost::alloc::vec::Vec<RecordBatch>,
+    #[prost(message, repeated, tag = "2")]
+    pub checkpoints: ::prost::alloc::vec::Vec<Checkpoint>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct SyncMessage {

@@ -20,8 +20,9 @@
 //!   both sides may grant a lease; after healing one write wins deterministically and every node
 //!   gets [`SyncEvent::WriteLost`].
 //! - **What is kept:** see [`proto::store`] for the exact guarantee. Without leasing a key keeps
-//!   only its greatest record; with leasing every record is kept (no finality horizon yet), so
-//!   memory grows with the number of writes.
+//!   only its greatest record; with leasing, records older than the finality horizon
+//!   ([`SyncConfig::horizon_ms`]) are folded into a per-key checkpoint, which is exact as long as
+//!   every record reaches every node within the horizon.
 //!
 //! ```
 //! use rs2p_sync::{SetError, SyncOptions, SyncSocket};

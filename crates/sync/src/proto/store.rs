@@ -25,6 +25,10 @@
 //!   a breach, such as a partition longer than the grace, this picks one deterministically so
 //!   replicas still converge). A key whose checkpoint is empty and has no later records is
 //!   forgotten entirely.
+//!
+//!   A checkpoint's holder is a signed record, but the claim that it held the key at the cutoff
+//!   is not: a peer that lies can choose, among real records issued before the cutoff, which one
+//!   a node that lacks them adopts.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -190,7 +190,8 @@ struct AddrState {
     dialing: bool,
 }
 
-/// The mesh state machine. See the [module docs](self).
+/// The mesh state machine: inputs are the `handle_*` methods and the user commands, outputs
+/// come from [`Mesh::poll_output`]; every input takes `now` (Unix ms) and nothing reads a clock.
 pub struct Mesh {
     cfg: MeshConfig,
     keypair: Keypair,

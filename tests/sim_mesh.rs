@@ -227,3 +227,43 @@ fn old_and_future_floods_are_refused_as_replays() {
     assert!(sim.messages(1).is_empty());
     assert_eq!(sim.node(1).mesh().stats().stale, 2);
 }
+
+#[test]
+fn a_peer_over_its_rate_is_disconnected_and_banned() {
+    let mut cfg = rs2p_mesh::MeshConfig::default();
+    cfg.min_peers = 0;
+    cfg.peer_rate = 10;
+    cfg.peer_burst = 20;
+    let mut sim = Sim::with_config(12, 2, cfg);
+    sim.link(0, 1, Faults::NONE);
+    let ping = rs2p_base::wire::encode(&pb::MeshFrame { kind: Some(Kind::Ping(pb::Ping { nonce: 1 })) });
+    for _ in 0..20 {
+        let now = sim.now();
+        sim.node_mut(1).handle_frame(rs2p_mesh::proto::ConnId(2), ping.clone(), now);
+    }
+    sim.flush();
+    assert_eq!(sim.node(1).mesh().peers(), &[sim.id(0)], "within the burst");
+    let now = sim.now();
+    sim.node_mut(1).handle_frame(rs2p_mesh::proto::ConnId(2), ping, now);
+    sim.flush();
+    assert!(sim.node(1).mesh().peers().is_empty(), "over the rate: disconnected");
+    assert!(sim.events(1).iter().any(|e| matches!(e, rs2p_mesh::MeshEvent::PeerBanned { .. })));
+    assert_eq!(sim.node(1).mesh().stats().limit_disconnects, 1);
+    // Banned: a new connection from the same peer is closed at once.
+    sim.link(0, 1, Faults::NONE);
+    assert!(sim.node(1).mesh().peers().is_empty(), "still banned");
+}
+
+#[test]
+fn inbound_peers_beyond_max_peers_are_refused() {
+    let mut cfg = rs2p_mesh::MeshConfig::default();
+    cfg.min_peers = 0;
+    cfg.max_peers = 3;
+    let mut sim = Sim::with_config(13, 6, cfg);
+    for i in 1..6 {
+        sim.link(i, 0, Faults::NONE); // i dials 0
+    }
+    assert_eq!(sim.node(0).mesh().peers().len(), 3, "node 0 keeps max_peers");
+    let refused = (1..6).filter(|&i| sim.node(i).mesh().peers().is_empty()).count();
+    assert_eq!(refused, 2, "the others were told goodbye and closed");
+}

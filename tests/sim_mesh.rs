@@ -236,18 +236,28 @@ fn a_peer_over_its_rate_is_disconnected_and_banned() {
     cfg.peer_burst = 20;
     let mut sim = Sim::with_config(12, 2, cfg);
     sim.link(0, 1, Faults::NONE);
-    let ping = rs2p_base::wire::encode(&pb::MeshFrame { kind: Some(Kind::Ping(pb::Ping { nonce: 1 })) });
+    let ping = rs2p_base::wire::encode(&pb::MeshFrame {
+        kind: Some(Kind::Ping(pb::Ping { nonce: 1 })),
+    });
     for _ in 0..20 {
         let now = sim.now();
-        sim.node_mut(1).handle_frame(rs2p_mesh::proto::ConnId(2), ping.clone(), now);
+        sim.node_mut(1)
+            .handle_frame(rs2p_mesh::proto::ConnId(2), ping.clone(), now);
     }
     sim.flush();
     assert_eq!(sim.node(1).mesh().peers(), &[sim.id(0)], "within the burst");
     let now = sim.now();
-    sim.node_mut(1).handle_frame(rs2p_mesh::proto::ConnId(2), ping, now);
+    sim.node_mut(1)
+        .handle_frame(rs2p_mesh::proto::ConnId(2), ping, now);
     sim.flush();
-    assert!(sim.node(1).mesh().peers().is_empty(), "over the rate: disconnected");
-    assert!(sim.events(1).iter().any(|e| matches!(e, rs2p_mesh::MeshEvent::PeerBanned { .. })));
+    assert!(
+        sim.node(1).mesh().peers().is_empty(),
+        "over the rate: disconnected"
+    );
+    assert!(sim
+        .events(1)
+        .iter()
+        .any(|e| matches!(e, rs2p_mesh::MeshEvent::PeerBanned { .. })));
     assert_eq!(sim.node(1).mesh().stats().limit_disconnects, 1);
     // Banned: a new connection from the same peer is closed at once.
     sim.link(0, 1, Faults::NONE);
@@ -263,7 +273,13 @@ fn inbound_peers_beyond_max_peers_are_refused() {
     for i in 1..6 {
         sim.link(i, 0, Faults::NONE); // i dials 0
     }
-    assert_eq!(sim.node(0).mesh().peers().len(), 3, "node 0 keeps max_peers");
-    let refused = (1..6).filter(|&i| sim.node(i).mesh().peers().is_empty()).count();
+    assert_eq!(
+        sim.node(0).mesh().peers().len(),
+        3,
+        "node 0 keeps max_peers"
+    );
+    let refused = (1..6)
+        .filter(|&i| sim.node(i).mesh().peers().is_empty())
+        .count();
     assert_eq!(refused, 2, "the others were told goodbye and closed");
 }

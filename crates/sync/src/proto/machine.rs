@@ -17,7 +17,7 @@
 //!
 //! Events for the user (updates, deletes, writes that lost) queue in [`SyncMachine::take_events`].
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -36,6 +36,9 @@ use crate::{DelError, RecordError, SetError, SyncConfig};
 pub const PROTOCOL: &str = "/rs2p/sync/1";
 
 const REPAIR_TIMER: u64 = 1;
+const PUSH_TIMER: u64 = 2;
+/// Chunks sent per peer per push tick, so live traffic interleaves with a large transfer.
+const CHUNKS_PER_TICK: usize = 4;
 
 /// Something that happened to the dictionary.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +111,9 @@ pub struct SyncMachine {
     events: VecDeque<SyncEvent>,
     stats: SyncStats,
     repair_armed: bool,
+    /// Keys still to send to each peer (join and repair), drained a few chunks per tick.
+    outbox: BTreeMap<PeerId, VecDeque<Bytes>>,
+    push_armed: bool,
 }
 
 impl SyncMachine {
@@ -123,6 +129,8 @@ impl SyncMachine {
             events: VecDeque::new(),
             stats: SyncStats::default(),
             repair_armed: false,
+            outbox: BTreeMap::new(),
+            push_armed: false,
         }
     }
 
@@ -384,60 +392,77 @@ impl SyncMachine {
         Self::send(cx, peer, Kind::Tree(t));
     }
 
-    /// Sends every record of `keys` (with their checkpoints) to `peer`, in chunks; a key's
-    /// checkpoint and records always travel in the same chunk.
+    /// Queues every record of `keys` (with their checkpoints) for `peer`; they leave in chunks,
+    /// a few per tick, so that live traffic is never stuck behind a large transfer.
     fn push_keys<'a>(
         &mut self,
         cx: &mut Context<'_>,
         peer: PeerId,
         keys: impl Iterator<Item = &'a Bytes>,
     ) {
-        let mut records: Vec<Arc<Stored>> = Vec::new();
-        let mut checkpoints: Vec<pb::Checkpoint> = Vec::new();
-        let mut size = 0;
-        let mut chunks = Vec::new();
-        for k in keys {
-            if let Some(st) = self.store.key(k) {
-                let (cutoff, base) = st.checkpoint();
-                if cutoff > 0 {
-                    let holder = base.map(|b| {
-                        size += b.raw.len() + 40;
-                        record::regroup([b]).remove(0)
-                    });
-                    checkpoints.push(pb::Checkpoint {
-                        key: k.clone(),
-                        cutoff_ms: cutoff,
-                        holder,
-                    });
+        self.outbox.entry(peer).or_default().extend(keys.cloned());
+        self.send_queued(cx);
+    }
+
+    /// Sends up to [`CHUNKS_PER_TICK`] chunks to each peer with queued keys; re-arms while any
+    /// remain. A key's checkpoint and records always travel in the same chunk.
+    fn send_queued(&mut self, cx: &mut Context<'_>) {
+        let peers: Vec<PeerId> = self.outbox.keys().copied().collect();
+        for peer in peers {
+            for _ in 0..CHUNKS_PER_TICK {
+                let Some(queue) = self.outbox.get_mut(&peer) else {
+                    break;
+                };
+                if queue.is_empty() {
+                    self.outbox.remove(&peer);
+                    break;
                 }
-                for r in st.records() {
-                    size += r.raw.len() + 40;
-                    records.push(r.clone());
+                let mut records: Vec<Arc<Stored>> = Vec::new();
+                let mut checkpoints: Vec<pb::Checkpoint> = Vec::new();
+                let mut size = 0;
+                while size < self.cfg.transfer_chunk {
+                    let Some(k) = queue.pop_front() else { break };
+                    let Some(st) = self.store.key(&k) else {
+                        continue;
+                    };
+                    let (cutoff, base) = st.checkpoint();
+                    if cutoff > 0 {
+                        let holder = base.map(|b| {
+                            size += b.raw.len() + 40;
+                            record::regroup([b]).remove(0)
+                        });
+                        checkpoints.push(pb::Checkpoint {
+                            key: k.clone(),
+                            cutoff_ms: cutoff,
+                            holder,
+                        });
+                    }
+                    for r in st.records() {
+                        size += r.raw.len() + 40;
+                        records.push(r.clone());
+                    }
                 }
-            }
-            if size >= self.cfg.transfer_chunk {
-                chunks.push((
-                    std::mem::take(&mut checkpoints),
-                    std::mem::take(&mut records),
-                ));
-                size = 0;
+                if records.is_empty() && checkpoints.is_empty() {
+                    continue;
+                }
+                self.stats.records_sent_repair += records.len() as u64;
+                self.stats.bytes_sent_repair +=
+                    records.iter().map(|r| r.raw.len() as u64).sum::<u64>();
+                let batches = record::regroup(records.iter());
+                Self::send(
+                    cx,
+                    peer,
+                    Kind::Transfer(pb::SyncTransfer {
+                        batches,
+                        checkpoints,
+                    }),
+                );
             }
         }
-        if !records.is_empty() || !checkpoints.is_empty() {
-            chunks.push((checkpoints, records));
-        }
-        for (checkpoints, c) in chunks {
-            self.stats.records_sent_repair += c.len() as u64;
-            self.stats.bytes_sent_repair += c.iter().map(|r| r.raw.len() as u64).sum::<u64>();
-            let batches = record::regroup(c.iter());
-            Self::send(
-                cx,
-                peer,
-                Kind::Transfer(pb::SyncTransfer {
-                    batches,
-                    checkpoints,
-                }),
-            );
+        self.outbox.retain(|_, q| !q.is_empty());
+        if !self.outbox.is_empty() && !self.push_armed {
+            self.push_armed = true;
+            cx.set_timer(0, PUSH_TIMER);
         }
     }
 
@@ -643,7 +668,15 @@ impl Handler for SyncMachine {
         }
     }
 
+    fn on_peer_disconnected(&mut self, _cx: &mut Context<'_>, peer: PeerId) {
+        self.outbox.remove(&peer);
+    }
+
     fn on_timer(&mut self, cx: &mut Context<'_>, token: u64) {
+        if token == PUSH_TIMER {
+            self.push_armed = false;
+            self.send_queued(cx);
+        }
         if token == REPAIR_TIMER {
             self.repair_armed = false;
             if self.cfg.leasing {

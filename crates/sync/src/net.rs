@@ -1,14 +1,12 @@
 //! The tokio-driven [`SyncSocket`].
 
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context as TaskContext, Poll};
 
 use bytes::Bytes;
 use rs2p_base::{Keypair, PeerId};
+use rs2p_mesh::net::{EventItem, Events};
 use rs2p_mesh::{Context, Handler, InboundMessage, MeshOptions, MeshSocket, Verdict};
 use tokio::sync::broadcast;
-use tokio_stream::wrappers::BroadcastStream;
 
 use crate::proto::{SyncEvent, SyncMachine, SyncStats, PROTOCOL};
 use crate::{DelError, SetError, SyncConfig, SyncError};
@@ -242,7 +240,7 @@ impl SyncSocket {
     /// Events from now on: updates and deletes by any peer, and writes that lost a lease
     /// conflict. A subscriber more than 4096 events behind gets `Lagged` and continues.
     pub fn subscribe(&self) -> SyncEvents {
-        SyncEvents(BroadcastStream::new(self.shared.events.subscribe()))
+        Events::new(self.shared.events.subscribe())
     }
 
     /// Closes the node.
@@ -252,38 +250,7 @@ impl SyncSocket {
 }
 
 /// One item of [`SyncEvents`].
-#[derive(Debug, Clone)]
-pub enum SyncEventItem {
-    /// An event.
-    Event(SyncEvent),
-    /// This many events were missed.
-    Lagged(u64),
-}
+pub type SyncEventItem = EventItem<SyncEvent>;
 
 /// A `Stream` of dictionary events (see [`SyncSocket::subscribe`]).
-#[derive(Debug)]
-pub struct SyncEvents(BroadcastStream<SyncEvent>);
-
-impl futures_core::Stream for SyncEvents {
-    type Item = SyncEventItem;
-    fn poll_next(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-    ) -> Poll<Option<SyncEventItem>> {
-        Pin::new(&mut self.0).poll_next(cx).map(|i| {
-            i.map(|r| match r {
-                Ok(e) => SyncEventItem::Event(e),
-                Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
-                    SyncEventItem::Lagged(n)
-                }
-            })
-        })
-    }
-}
-
-impl SyncEvents {
-    /// The next event, or `None` once the socket is gone.
-    pub async fn next(&mut self) -> Option<SyncEventItem> {
-        std::future::poll_fn(|cx| futures_core::Stream::poll_next(Pin::new(&mut *self), cx)).await
-    }
-}
+pub type SyncEvents = Events<SyncEvent>;

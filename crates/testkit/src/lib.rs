@@ -429,30 +429,40 @@ impl Sim {
     /// ahead are not waited for). Returns the virtual time it took.
     pub fn run_until_idle(&mut self) -> Millis {
         let start = self.now;
-        while let Some(Reverse((at, seq, to, conn))) = self.queue.pop() {
-            self.now = self.now.max(at);
-            let Some(frame) = self.in_flight.remove(&seq) else {
-                continue;
-            };
-            if !self.conn_links[to].contains_key(&conn) {
-                continue; // the link was cut while the frame was in flight
+        while let Some(delivered) = self.deliver_next() {
+            if delivered {
+                self.fire_timers();
+                self.flush();
             }
-            self.counts.delivered += 1;
-            self.trace = hash256(
-                "rs2p/sim/trace",
-                &[
-                    &self.trace,
-                    &at.to_le_bytes(),
-                    &(to as u64).to_le_bytes(),
-                    &frame,
-                ],
-            );
-            let now = self.node_now(to);
-            self.nodes[to].handle_frame(conn, frame, now);
-            self.fire_timers();
-            self.flush();
         }
         self.now - start
+    }
+
+    /// Takes the earliest frame in flight, moves the clock to its arrival and hands it to its
+    /// node if the link still exists. `None` when nothing is in flight; `Some(false)` when the
+    /// frame was dropped because its link was cut meanwhile.
+    fn deliver_next(&mut self) -> Option<bool> {
+        let Reverse((at, seq, to, conn)) = self.queue.pop()?;
+        self.now = self.now.max(at);
+        let Some(frame) = self.in_flight.remove(&seq) else {
+            return Some(false);
+        };
+        if !self.conn_links[to].contains_key(&conn) {
+            return Some(false);
+        }
+        self.counts.delivered += 1;
+        self.trace = hash256(
+            "rs2p/sim/trace",
+            &[
+                &self.trace,
+                &at.to_le_bytes(),
+                &(to as u64).to_le_bytes(),
+                &frame,
+            ],
+        );
+        let now = self.node_now(to);
+        self.nodes[to].handle_frame(conn, frame, now);
+        Some(true)
     }
 
     /// Advances virtual time by `ms`, firing timers and delivering frames on the way.
@@ -477,27 +487,7 @@ impl Sim {
                 break;
             }
             if next_frame <= next_timer {
-                let Some(Reverse((at, seq, to, conn))) = self.queue.pop() else {
-                    break;
-                };
-                self.now = self.now.max(at);
-                let Some(frame) = self.in_flight.remove(&seq) else {
-                    continue;
-                };
-                if self.conn_links[to].contains_key(&conn) {
-                    self.counts.delivered += 1;
-                    self.trace = hash256(
-                        "rs2p/sim/trace",
-                        &[
-                            &self.trace,
-                            &at.to_le_bytes(),
-                            &(to as u64).to_le_bytes(),
-                            &frame,
-                        ],
-                    );
-                    let now = self.node_now(to);
-                    self.nodes[to].handle_frame(conn, frame, now);
-                }
+                self.deliver_next();
             } else {
                 self.now = self.now.max(next_timer);
                 self.fire_timers();

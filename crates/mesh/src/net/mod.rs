@@ -3,7 +3,7 @@
 mod driver;
 mod socket;
 
-pub use socket::{EventItem, EventStream, MeshOptions, MeshSocket};
+pub use socket::{EventItem, EventStream, Events, MeshOptions, MeshSocket};
 
 /// Unix milliseconds from the system clock (the only clock the mesh reads, here in the driver).
 pub(crate) fn unix_ms() -> u64 {

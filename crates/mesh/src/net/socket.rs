@@ -186,7 +186,7 @@ impl MeshSocket {
     /// bans. A subscriber that falls more than 4096 events behind gets
     /// [`Lagged`](EventItem::Lagged) and continues from the newest.
     pub fn events(&self) -> EventStream {
-        EventStream(BroadcastStream::new(self.events.subscribe()))
+        Events::new(self.events.subscribe())
     }
 
     /// Says goodbye to every peer, flushes, and stops the node.
@@ -195,23 +195,39 @@ impl MeshSocket {
     }
 }
 
-/// One item of an [`EventStream`].
+/// One item of an event stream.
 #[derive(Debug, Clone)]
-pub enum EventItem {
+pub enum EventItem<T> {
     /// An event.
-    Event(MeshEvent),
+    Event(T),
     /// This many events were missed because the subscriber was too slow.
     Lagged(u64),
 }
 
-/// A `Stream` of the node's events (see [`MeshSocket::events`]).
+/// A `Stream` of events from a bounded broadcast channel: what [`MeshSocket::events`] returns,
+/// and what socket types built on the mesh can return for their own events.
 #[derive(Debug)]
-pub struct EventStream(BroadcastStream<MeshEvent>);
+pub struct Events<T>(BroadcastStream<T>);
 
-impl futures_core::Stream for EventStream {
-    type Item = EventItem;
+/// The mesh's event stream.
+pub type EventStream = Events<MeshEvent>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<EventItem>> {
+impl<T: Clone + Send + 'static> Events<T> {
+    /// A stream of what is sent on `rx`'s channel from now on.
+    pub fn new(rx: broadcast::Receiver<T>) -> Self {
+        Self(BroadcastStream::new(rx))
+    }
+
+    /// The next event, or `None` once every sender is gone.
+    pub async fn next(&mut self) -> Option<EventItem<T>> {
+        std::future::poll_fn(|cx| futures_core::Stream::poll_next(Pin::new(&mut *self), cx)).await
+    }
+}
+
+impl<T: Clone + Send + 'static> futures_core::Stream for Events<T> {
+    type Item = EventItem<T>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<EventItem<T>>> {
         Pin::new(&mut self.0).poll_next(cx).map(|item| {
             item.map(|r| match r {
                 Ok(e) => EventItem::Event(e),
@@ -220,12 +236,5 @@ impl futures_core::Stream for EventStream {
                 }
             })
         })
-    }
-}
-
-impl EventStream {
-    /// The next event, or `None` once the node has stopped.
-    pub async fn next(&mut self) -> Option<EventItem> {
-        std::future::poll_fn(|cx| futures_core::Stream::poll_next(Pin::new(&mut *self), cx)).await
     }
 }

@@ -101,24 +101,9 @@ impl KeyState {
         self.digest
     }
 
-    /// In debug builds: the shown holder is the fold of the checkpoint and the records.
-    fn check(&self, leasing: bool, what: &str) {
-        if cfg!(debug_assertions) {
-            let expected = match resolve::fold_from(
-                self.base.as_ref().map(|b| &b.record),
-                self.records.iter().map(|r| &r.record),
-                leasing,
-            ) {
-                Folded::Empty => Holder::Empty,
-                Folded::Initial => Holder::Base,
-                Folded::At(i) => Holder::At(i),
-            };
-            assert_eq!(self.holder, expected, "after {what}: {self:?}");
-        }
-    }
-
-    fn refold(&mut self, leasing: bool) {
-        self.holder = match resolve::fold_from(
+    /// The holder the fold of the checkpoint and the records gives.
+    fn folded(&self, leasing: bool) -> Holder {
+        match resolve::fold_from(
             self.base.as_ref().map(|b| &b.record),
             self.records.iter().map(|r| &r.record),
             leasing,
@@ -126,7 +111,18 @@ impl KeyState {
             Folded::Empty => Holder::Empty,
             Folded::Initial => Holder::Base,
             Folded::At(i) => Holder::At(i),
-        };
+        }
+    }
+
+    /// In debug builds: the shown holder is the fold of the checkpoint and the records.
+    fn check(&self, leasing: bool, what: &str) {
+        if cfg!(debug_assertions) {
+            assert_eq!(self.holder, self.folded(leasing), "after {what}: {self:?}");
+        }
+    }
+
+    fn refold(&mut self, leasing: bool) {
+        self.holder = self.folded(leasing);
     }
 }
 

@@ -37,7 +37,8 @@ async fn cluster(n: usize, cfg: SyncConfig) -> Vec<SyncSocket> {
 }
 
 async fn until<F: std::future::Future<Output = bool>>(mut f: impl FnMut() -> F, what: &str) {
-    for _ in 0..400 {
+    // A bound against hangs, not a timing assertion: generous for a loaded 2-core machine.
+    for _ in 0..2000 {
         if f().await {
             return;
         }
@@ -150,7 +151,7 @@ async fn update_pop_popitem_and_events() {
     assert!(matches!(a.popitem().await, Err(DelError::NotFound)));
     let mut seen = Vec::new();
     while seen.len() < 6 {
-        match tokio::time::timeout(Duration::from_secs(5), events.next())
+        match tokio::time::timeout(Duration::from_secs(20), events.next())
             .await
             .unwrap()
         {

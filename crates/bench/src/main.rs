@@ -215,6 +215,61 @@ async fn sync_p2(n: usize, writes: usize) -> (Result, Result) {
     )
 }
 
+/// Resident memory of this process in bytes (Linux `/proc/self/statm`).
+fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// P7: resident memory per key of a replica's store holding `keys` keys (32 B key, 100 B value),
+/// written in signed batches of 1000, as a receiver holds them (one record per key).
+fn sync_p7(keys: usize) -> Result {
+    use rs2p::sync::proto::record::{open, seal, Limits, Record};
+    use rs2p::sync::proto::store::Store;
+    let kp = rs2p_base::Keypair::from_seed([7; 32]);
+    let limits = Limits {
+        network_id: [0; 32],
+        now: 1_700_000_000_000,
+        max_skew: 10_000,
+        max_lease: 3_600_000,
+        max_key_len: 1024,
+        max_value_len: 1 << 20,
+    };
+    let before = rss_bytes().unwrap_or(0);
+    let mut store = Store::new(true);
+    let mut i = 0;
+    while i < keys {
+        let end = (i + 1000).min(keys);
+        let records: Vec<Record> = (i..end)
+            .map(|k| Record {
+                key: bytes::Bytes::from(format!("key-{k:028}")),
+                value: bytes::Bytes::from(vec![b'v'; 100]),
+                tombstone: false,
+                owner: kp.peer_id(),
+                issued_at: 1_700_000_000_000,
+                version: k as u64 + 1,
+                lease_until: 1_700_003_600_000,
+            })
+            .collect();
+        // As a receiving replica holds them: opened (verified) from the wire batch.
+        let (_, wire) = seal(&kp, &[0; 32], records);
+        for s in open(wire, &limits).expect("a valid batch") {
+            store.insert(s);
+        }
+        i = end;
+    }
+    let after = rss_bytes().unwrap_or(0);
+    let per_key = after.saturating_sub(before) as f64 / keys as f64;
+    drop(store);
+    Result {
+        scenario: format!("sync-P7 {keys} keys"),
+        unit: "B/key",
+        samples: vec![per_key],
+        note: "resident memory per key of a receiving replica's store (32 B key, 100 B value, signed batches of 1000)".into(),
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -235,6 +290,9 @@ async fn main() {
             results.push(p2);
             results.push(p8);
         }
+    }
+    if want("sync-P7") {
+        results.push(sync_p7(if quick { 100_000 } else { 1_000_000 }));
     }
     println!(
         "{:<34} {:>6} {:>10} {:>10} {:>21} {:>6}  note",

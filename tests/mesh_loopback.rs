@@ -240,3 +240,75 @@ async fn disconnect_closes_the_link_and_both_sides_are_told() {
         matches!(a.disconnect(stranger).await, Err(MeshError::NotConnected(p)) if p == stranger)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_reads_is_dropped_and_others_still_get_everything() {
+    use rs2p_base::handshake::LocalInfo;
+    use rs2p_base::net::{handshake, Role};
+    let mut config = MeshConfig::default();
+    config.send_queue_len = 64;
+    config.stall_timeout = Duration::from_secs(1);
+    let network = Network::default();
+    let a = MeshSocket::bind(MeshOptions {
+        config,
+        ..MeshOptions::default()
+    })
+    .await
+    .unwrap();
+    let honest = node().await;
+    honest.connect(a.local_addr()).await.unwrap();
+    // A peer that completes the handshake, then never reads its socket.
+    let identity = rs2p_base::LocalIdentity::new(Keypair::generate());
+    let stream = tokio::net::TcpStream::connect(a.local_addr())
+        .await
+        .unwrap();
+    let stuck = handshake(
+        stream,
+        Role::Initiator(None),
+        &identity,
+        &network,
+        LocalInfo::default(),
+        1 << 20,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    wait_for(
+        || {
+            let a = a.clone();
+            async move { a.peers().await.unwrap().len() == 2 }
+        },
+        "both peers",
+    )
+    .await;
+
+    let mut events = honest.events();
+    let payload = bytes::Bytes::from(vec![7u8; 64 * 1024]);
+    for _ in 0..200 {
+        a.broadcast("/test/1", payload.clone()).await.unwrap();
+    }
+    // 12.5 MiB cannot sit in the kernel's buffers: the queue fills and the reader-less peer goes.
+    let honest_id = honest.local_id();
+    wait_for(
+        || {
+            let a = a.clone();
+            async move { a.peers().await.unwrap() == vec![honest_id] }
+        },
+        "the stuck peer dropped",
+    )
+    .await;
+    assert!(a
+        .peers()
+        .await
+        .unwrap()
+        .iter()
+        .all(|p| *p != identity.peer_id()));
+    assert_eq!(
+        messages(&mut events, 200).await.len(),
+        200,
+        "the honest peer got every broadcast"
+    );
+    let stats = a.stats().await.unwrap();
+    assert_eq!(stats.stalled_disconnects, 1, "{stats:?}");
+    drop(stuck);
+}

@@ -423,3 +423,34 @@ fn hostile_records_are_refused_counted_not_stored_and_not_relayed() {
         "nothing from the attacker was relayed to node 2"
     );
 }
+
+#[test]
+fn a_write_made_after_seeing_a_delete_is_never_ordered_before_it() {
+    // Same millisecond, and the writer has the lower id: ordered by (time, owner) alone, the
+    // write would sort before the delete, be blocked by the deleted lease, and vanish.
+    let mut w = World::new(21, 2, true);
+    let (a, b) = if w.sim.id(0) > w.sim.id(1) {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
+    assert!(w.sim.id(b) < w.sim.id(a));
+    w.sim.link(0, 1, Faults::NONE);
+    assert!(w.write(a, "k", Some("a's")));
+    w.sim.run_until_idle();
+    assert!(w.write(a, "k", None), "a deletes, relinquishing its lease");
+    w.sim.run_until_idle(); // b receives the delete 1 ms later by the virtual clock...
+    w.sim.set_skew(b, -1); // ...but b's clock runs 1 ms behind: b writes in a's millisecond.
+    assert!(
+        w.write(b, "k", Some("b's")),
+        "the key is free by b's knowledge"
+    );
+    w.sim.run_until_idle();
+    for i in [a, b] {
+        assert_eq!(
+            w.dictionary(i).get(&Bytes::from("k")),
+            Some(&Bytes::from("b's")),
+            "node {i}"
+        );
+    }
+}

@@ -22,9 +22,13 @@ pub struct MeshConfig {
     pub handshake_timeout: Duration,
     /// The largest frame a peer may send. Default 1 MiB.
     pub max_frame_len: usize,
-    /// Frames queued for one peer before it counts as not reading and is disconnected.
-    /// Default 16384.
+    /// Frames queued for one peer at most. While a peer that is reading has its queue more than
+    /// half full, the node takes no new local commands (backpressure); a frame that would
+    /// overflow the queue is dropped for that peer and counted. Default 16384.
     pub send_queue_len: usize,
+    /// A peer whose queue stays full without its writer making progress for this long is not
+    /// reading, and is disconnected. Default 10 s.
+    pub stall_timeout: Duration,
     /// Sustained frames per second one peer may send. Default 50 000.
     pub peer_rate: u32,
     /// Frames one peer may send in a burst above the sustained rate. Default 100 000.
@@ -68,6 +72,7 @@ impl Default for MeshConfig {
             handshake_timeout: Duration::from_secs(10),
             max_frame_len: rs2p_base::wire::DEFAULT_MAX_FRAME_LEN,
             send_queue_len: 16384,
+            stall_timeout: Duration::from_secs(10),
             peer_rate: 50_000,
             peer_burst: 100_000,
             seen_cache_size: 262_144,

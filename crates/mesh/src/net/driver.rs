@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rs2p_base::handshake::LocalInfo;
@@ -86,6 +88,17 @@ enum ConnEvent {
 struct Link {
     tx: mpsc::Sender<Bytes>,
     kill: Option<oneshot::Sender<()>>,
+    /// Incremented by the writer after every flush.
+    progress: Arc<AtomicU64>,
+    seen_progress: u64,
+    progressed_at: Instant,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl Link {
+    fn full(&self) -> bool {
+        self.tx.capacity() == 0
+    }
 }
 
 pub(crate) struct Driver {
@@ -101,6 +114,10 @@ pub(crate) struct Driver {
     links: HashMap<ConnId, Link>,
     next_conn: u64,
     connect_waiters: HashMap<SocketAddr, Vec<oneshot::Sender<Result<PeerId, MeshError>>>>,
+    /// Woken by writers after each flush, so that commands held back by backpressure resume.
+    room: Arc<tokio::sync::Notify>,
+    send_queue_drops: u64,
+    stalled_disconnects: u64,
 }
 
 impl Driver {
@@ -136,6 +153,9 @@ impl Driver {
             links: HashMap::new(),
             next_conn: 0,
             connect_waiters: HashMap::new(),
+            room: Arc::new(tokio::sync::Notify::new()),
+            send_queue_drops: 0,
+            stalled_disconnects: 0,
         }
     }
 
@@ -149,8 +169,12 @@ impl Driver {
             let now = unix_ms();
             let wait =
                 Duration::from_millis(self.node.next_deadline().saturating_sub(now).min(1000));
+            let congested = self.refresh_links();
+            let room = self.room.clone();
             tokio::select! {
-                cmd = self.cmd_rx.recv() => match cmd {
+                // Backpressure: while a reading peer's queue is over half full, local commands wait.
+                () = room.notified(), if congested => {}
+                cmd = self.cmd_rx.recv(), if !congested => match cmd {
                     Some(Command::Close { reply }) => {
                         self.shutdown().await;
                         // Release the listening port before saying we are closed.
@@ -214,7 +238,10 @@ impl Driver {
                 let _ = reply.send(self.node.mesh().peers().to_vec());
             }
             Command::Stats { reply } => {
-                let _ = reply.send(self.node.mesh().stats().clone());
+                let mut stats = self.node.mesh().stats().clone();
+                stats.send_queue_drops = self.send_queue_drops;
+                stats.stalled_disconnects = self.stalled_disconnects;
+                let _ = reply.send(stats);
             }
             Command::Register { handler, reply } => {
                 let _ = reply.send(self.node.register(handler, now));
@@ -388,14 +415,9 @@ impl Driver {
     fn start_link(&mut self, conn: ConnId, mut reader: FrameReader, mut writer: FrameWriter) {
         let (tx, mut rx) = mpsc::channel::<Bytes>(self.cfg.send_queue_len);
         let (kill_tx, mut kill_rx) = oneshot::channel::<()>();
-        self.links.insert(
-            conn,
-            Link {
-                tx,
-                kill: Some(kill_tx),
-            },
-        );
-        tokio::spawn(async move {
+        let progress = Arc::new(AtomicU64::new(0));
+        let (made, room) = (progress.clone(), self.room.clone());
+        let writer = tokio::spawn(async move {
             // Writer: take everything queued, write it in one go, repeat; when the queue is
             // closed (the link is being closed), flush what is left and shut down.
             while let Some(first) = rx.recv().await {
@@ -409,9 +431,22 @@ impl Driver {
                 if writer.flush().await.is_err() {
                     return;
                 }
+                made.fetch_add(1, Ordering::Relaxed);
+                room.notify_one();
             }
             let _ = writer.shutdown().await;
         });
+        self.links.insert(
+            conn,
+            Link {
+                tx,
+                kill: Some(kill_tx),
+                progress,
+                seen_progress: 0,
+                progressed_at: Instant::now(),
+                writer,
+            },
+        );
         let events = self.conn_tx.clone();
         tokio::spawn(async move {
             loop {
@@ -435,13 +470,13 @@ impl Driver {
         while let Some(out) = self.node.poll_output() {
             match out {
                 Output::Send { conn, frame } => {
-                    let full = match self.links.get(&conn) {
-                        Some(link) => link.tx.try_send(frame).is_err(),
-                        None => false,
-                    };
-                    if full {
-                        // The peer does not read fast enough: drop it rather than buffer without end.
-                        self.close_link(conn, CloseReason::Misbehaviour);
+                    if let Some(link) = self.links.get(&conn) {
+                        if link.tx.try_send(frame).is_err() {
+                            // Full: local commands already wait for room, so this is a relay or
+                            // a reply; other paths (and the sync socket's repair) recover it. A
+                            // peer that stays full without reading is dropped by refresh_links.
+                            self.send_queue_drops += 1;
+                        }
                     }
                 }
                 Output::Dial { addr, expected } => self.dial(addr, expected),
@@ -454,17 +489,52 @@ impl Driver {
         }
     }
 
+    /// Notes each link's writer progress; closes links that stayed full without progress for
+    /// `stall_timeout`. Returns whether a peer that is still reading has its queue more than half
+    /// full (then local commands wait).
+    fn refresh_links(&mut self) -> bool {
+        let now = Instant::now();
+        let mut stalled = Vec::new();
+        let mut congested = false;
+        for (&conn, l) in &mut self.links {
+            let p = l.progress.load(Ordering::Relaxed);
+            if p != l.seen_progress || !l.full() && l.tx.capacity() == l.tx.max_capacity() {
+                l.seen_progress = p;
+                l.progressed_at = now;
+            }
+            let reading = now.duration_since(l.progressed_at) < Duration::from_millis(500);
+            if reading && l.tx.capacity() * 2 < l.tx.max_capacity() {
+                congested = true;
+            }
+            if l.full() && now.duration_since(l.progressed_at) > self.cfg.stall_timeout {
+                stalled.push(conn);
+            }
+        }
+        for conn in stalled {
+            self.stalled_disconnects += 1;
+            if let Some(link) = self.links.get(&conn) {
+                // It cannot flush: stop its writer now instead of waiting on a full socket.
+                link.writer.abort();
+            }
+            self.close_link(conn, CloseReason::Misbehaviour);
+        }
+        congested
+    }
+
     /// Closes the queue (the writer flushes and shuts down) and ends the reader after a grace
-    /// period, so frames the peer already sent are still read.
+    /// period, so frames the peer already sent are still read; a writer still stuck then is
+    /// stopped too.
     fn close_link(&mut self, conn: ConnId, _reason: CloseReason) {
         if let Some(mut link) = self.links.remove(&conn) {
             let kill = link.kill.take();
-            drop(link);
+            let writer = link.writer;
+            drop(link.tx);
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 if let Some(k) = kill {
                     let _ = k.send(());
                 }
+                writer.abort();
             });
         }
     }

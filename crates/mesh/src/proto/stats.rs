@@ -47,6 +47,10 @@ pub struct MeshStats {
     pub malformed: u64,
     /// Connections closed because a peer broke a limit.
     pub limit_disconnects: u64,
+    /// Frames not sent because the peer's send queue was full (filled by the driver).
+    pub send_queue_drops: u64,
+    /// Peers disconnected because their queue stayed full without progress (filled by the driver).
+    pub stalled_disconnects: u64,
     /// Counters per connected peer.
     pub peers: BTreeMap<PeerId, PeerStats>,
 }

@@ -205,7 +205,14 @@ impl SyncMachine {
                 return Err(SetError::LeaseHeld { owner, until });
             }
         }
-        let issued_at = now.max(self.last_issued);
+        // Causal order: a write sorts after every record this node holds for its keys, even one
+        // stamped in the same millisecond (or by a clock ahead of ours, within max_skew), so a
+        // write made after seeing a delete is never ordered before it.
+        let seen = writes
+            .iter()
+            .filter_map(|(k, _)| self.store.latest_issued(k))
+            .max();
+        let issued_at = now.max(self.last_issued).max(seen.map_or(0, |t| t + 1));
         self.last_issued = issued_at;
         let lease = if self.cfg.leasing {
             ms(self.cfg.lease)

@@ -276,6 +276,14 @@ impl Store {
         }
     }
 
+    /// The latest `issued_at` among the records kept for `key` (checkpoint included).
+    pub fn latest_issued(&self, key: &[u8]) -> Option<u64> {
+        let st = self.keys.get(key)?;
+        let last = st.records.last().map(|r| r.record.issued_at);
+        let base = st.base.as_ref().map(|b| b.record.issued_at);
+        last.max(base)
+    }
+
     /// Whether the holder of `key` (if any) leases it against `writer` at `now`: returns the
     /// holder and its lease end.
     pub fn lease_against(&self, key: &[u8], writer: PeerId, now: u64) -> Option<(PeerId, u64)> {

@@ -85,7 +85,8 @@ impl Stored {
     }
 }
 
-pub(crate) fn short(h: &Hash256) -> u64 {
+/// The first 8 bytes of a hash as a little-endian integer.
+pub fn short(h: &Hash256) -> u64 {
     let mut b = [0u8; 8];
     b.copy_from_slice(&h[..8]);
     u64::from_le_bytes(b)

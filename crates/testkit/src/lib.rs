@@ -97,6 +97,17 @@ pub struct Sim {
     trace: [u8; 32],
     /// Frames lost, duplicated and delivered.
     pub counts: SimCounts,
+    /// Nodes with outputs to move or a deadline to refresh.
+    dirty: Vec<usize>,
+    is_dirty: Vec<bool>,
+    /// Each node's next deadline in virtual time, as last pushed on `deadlines`.
+    pushed: Vec<Millis>,
+    deadlines: BinaryHeap<Reverse<(Millis, usize)>>,
+    alive: Vec<bool>,
+    /// While partitioned: the nodes on one side (dials across fail).
+    side: Option<Vec<usize>>,
+    /// The faults of links opened by a node's own dial.
+    dial_faults: Faults,
 }
 
 /// What the transport did.
@@ -135,7 +146,8 @@ impl Sim {
             ));
             ids.push(kp.peer_id());
             keys.push(kp.clone());
-            let mesh = Mesh::new(cfg.clone(), kp, *network.id(), START);
+            let mut mesh = Mesh::new(cfg.clone(), kp, *network.id(), START);
+            mesh.set_listen_addrs(vec![Self::fake_addr(i)]);
             nodes.push(Node::new(
                 mesh,
                 seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
@@ -164,6 +176,13 @@ impl Sim {
             events: vec![Vec::new(); n],
             trace: [0; 32],
             counts: SimCounts::default(),
+            dirty: (0..n).collect(),
+            is_dirty: vec![true; n],
+            pushed: vec![Millis::MAX; n],
+            deadlines: BinaryHeap::new(),
+            alive: vec![true; n],
+            side: None,
+            dial_faults: Faults::NONE,
         }
     }
 
@@ -194,6 +213,7 @@ impl Sim {
 
     /// Node `i`'s state machine, for inputs (call [`Sim::flush`] afterwards).
     pub fn node_mut(&mut self, i: usize) -> &mut Node {
+        self.mark(i);
         &mut self.nodes[i]
     }
 
@@ -210,6 +230,9 @@ impl Sim {
     /// Sets node `i`'s clock skew in milliseconds (positive: ahead).
     pub fn set_skew(&mut self, i: usize, skew_ms: i64) {
         self.skew[i] = skew_ms;
+        self.pushed[i] = Millis::MAX;
+        self.mark(i);
+        self.flush();
     }
 
     /// Changes the faults of every current link.
@@ -217,6 +240,7 @@ impl Sim {
         for l in self.links.iter_mut().flatten() {
             l.faults = faults;
         }
+        self.dial_faults = faults;
     }
 
     /// Cuts every link between a node in `side` and one outside it; [`Sim::heal`] restores them.
@@ -232,10 +256,12 @@ impl Sim {
             self.unlink(a, b);
             self.cut.push((a, b, f));
         }
+        self.side = Some(side.to_vec());
     }
 
     /// Restores every link cut by [`Sim::partition`] or [`Sim::restart`].
     pub fn heal(&mut self) {
+        self.side = None;
         for (a, b, f) in std::mem::take(&mut self.cut) {
             self.link(a, b, f);
         }
@@ -255,18 +281,84 @@ impl Sim {
             self.unlink(a, b);
             self.cut.push((a, b, f));
         }
-        let mesh = Mesh::new(
+        let mut mesh = Mesh::new(
             self.setup.cfg.clone(),
             self.keys[i].clone(),
             self.setup.network,
             self.node_now(i),
         );
+        mesh.set_listen_addrs(vec![Self::fake_addr(i)]);
         self.nodes[i] = Node::new(mesh, self.setup.seed ^ self.now ^ i as u64);
+        self.alive[i] = true;
+        self.pushed[i] = Millis::MAX;
+        self.mark(i);
         let now = self.node_now(i);
         for h in handlers {
             self.nodes[i]
                 .register(h, now)
                 .expect("a fresh node accepts its handlers");
+        }
+    }
+
+    /// Crashes node `i` for good: its links drop, it receives nothing, its timers stop, and dials
+    /// to it fail, until [`Sim::restart`] brings it back (with no links).
+    pub fn kill(&mut self, i: usize) {
+        let idxs: Vec<usize> = self
+            .links
+            .iter()
+            .enumerate()
+            .filter_map(|(x, l)| l.as_ref().filter(|l| l.a.0 == i || l.b.0 == i).map(|_| x))
+            .collect();
+        for x in idxs {
+            self.drop_link(x);
+        }
+        self.alive[i] = false;
+        self.pushed[i] = Millis::MAX;
+        self.flush();
+    }
+
+    /// Whether node `i` runs (not killed).
+    pub fn is_alive(&self, i: usize) -> bool {
+        self.alive[i]
+    }
+
+    /// The index of the node listening on `addr`.
+    pub fn index_of(addr: SocketAddr) -> Option<usize> {
+        match addr {
+            SocketAddr::V4(a) if a.port() == 4000 => {
+                let o = a.ip().octets();
+                (o[0] == 10 && o[3] >= 1).then(|| o[2] as usize * 250 + o[3] as usize - 1)
+            }
+            _ => None,
+        }
+    }
+
+    fn mark(&mut self, i: usize) {
+        if !self.is_dirty[i] {
+            self.is_dirty[i] = true;
+            self.dirty.push(i);
+        }
+    }
+
+    /// A node's own dial: linked if the target runs and is on the same side of a partition,
+    /// refused otherwise.
+    fn dial(&mut self, from: usize, addr: SocketAddr) {
+        let target = Self::index_of(addr).filter(|&j| {
+            j < self.nodes.len()
+                && j != from
+                && self.alive[j]
+                && self
+                    .side
+                    .as_ref()
+                    .is_none_or(|s| s.contains(&from) == s.contains(&j))
+        });
+        match target {
+            Some(j) => self.link(from, j, self.dial_faults),
+            None => {
+                let now = self.node_now(from);
+                self.nodes[from].handle_dial_failed(None, addr, false, now);
+                self.mark(from);
+            }
         }
     }
 
@@ -324,6 +416,8 @@ impl Sim {
             Self::fake_addr(a),
             now_b,
         );
+        self.mark(a);
+        self.mark(b);
         self.flush();
     }
 
@@ -351,6 +445,7 @@ impl Sim {
                 let now = self.node_now(node);
                 self.conn_links[node].remove(&conn);
                 self.nodes[node].handle_closed(conn, now);
+                self.mark(node);
             }
         }
     }
@@ -361,37 +456,73 @@ impl Sim {
         self.nodes[i]
             .broadcast(protocol, payload.into(), now)
             .expect("a valid payload");
+        self.mark(i);
         self.flush();
     }
 
     /// Moves every node's pending outputs into the transport.
     pub fn flush(&mut self) {
-        for i in 0..self.nodes.len() {
-            while let Some(out) = self.nodes[i].poll_output() {
-                match out {
-                    Output::Send { conn, frame } => self.transmit(i, conn, frame),
-                    Output::Close { conn, .. } => {
-                        if let Some(&idx) = self.conn_links[i].get(&conn) {
-                            self.drop_link(idx);
-                        }
+        loop {
+            let dirty = std::mem::take(&mut self.dirty);
+            if dirty.is_empty() {
+                break;
+            }
+            for i in dirty {
+                self.is_dirty[i] = false;
+                self.flush_node(i);
+            }
+        }
+    }
+
+    fn flush_node(&mut self, i: usize) {
+        while let Some(out) = self.nodes[i].poll_output() {
+            if !self.alive[i] {
+                continue;
+            }
+            match out {
+                Output::Send { conn, frame } => self.transmit(i, conn, frame),
+                Output::Close { conn, .. } => {
+                    if let Some(&idx) = self.conn_links[i].get(&conn) {
+                        self.drop_link(idx);
                     }
-                    Output::Event(MeshEvent::Message {
+                }
+                Output::Event(MeshEvent::Message {
+                    protocol,
+                    origin,
+                    payload,
+                    ..
+                }) => {
+                    self.received[i].push(Received {
                         protocol,
                         origin,
                         payload,
-                        ..
-                    }) => {
-                        self.received[i].push(Received {
-                            protocol,
-                            origin,
-                            payload,
-                        });
-                    }
-                    Output::Event(e) => self.events[i].push(e),
-                    Output::Dial { .. } | Output::Deliver(_) => {}
+                    });
                 }
+                Output::Event(e) => self.events[i].push(e),
+                Output::Dial { addr, .. } => self.dial(i, addr),
+                Output::Deliver(_) => {}
             }
         }
+        if self.alive[i] {
+            let at = self.nodes[i]
+                .next_deadline()
+                .saturating_add_signed(-self.skew[i]);
+            if at != self.pushed[i] {
+                self.pushed[i] = at;
+                self.deadlines.push(Reverse((at, i)));
+            }
+        }
+    }
+
+    /// The earliest node deadline (virtual time), dropping stale heap entries.
+    fn next_timer(&mut self) -> Millis {
+        while let Some(&Reverse((at, i))) = self.deadlines.peek() {
+            if self.pushed[i] == at {
+                return at;
+            }
+            self.deadlines.pop();
+        }
+        Millis::MAX
     }
 
     fn transmit(&mut self, from: usize, conn: ConnId, frame: Bytes) {
@@ -450,6 +581,9 @@ impl Sim {
         if !self.conn_links[to].contains_key(&conn) {
             return Some(false);
         }
+        if !self.alive[to] {
+            return Some(false);
+        }
         self.counts.delivered += 1;
         self.trace = hash256(
             "rs2p/sim/trace",
@@ -462,6 +596,7 @@ impl Sim {
         );
         let now = self.node_now(to);
         self.nodes[to].handle_frame(conn, frame, now);
+        self.mark(to);
         Some(true)
     }
 
@@ -473,15 +608,8 @@ impl Sim {
                 .queue
                 .peek()
                 .map_or(Millis::MAX, |Reverse((at, ..))| *at);
-            // Each node's deadline is on its own (skewed) clock; convert to virtual time.
-            let next_timer = (0..self.nodes.len())
-                .map(|i| {
-                    self.nodes[i]
-                        .next_deadline()
-                        .saturating_add_signed(-self.skew[i])
-                })
-                .min()
-                .unwrap_or(Millis::MAX);
+            // Each node's deadline is on its own (skewed) clock, kept in virtual time.
+            let next_timer = self.next_timer();
             let next = next_frame.min(next_timer);
             if next > end {
                 break;
@@ -498,11 +626,14 @@ impl Sim {
     }
 
     fn fire_timers(&mut self) {
-        for i in 0..self.nodes.len() {
+        while self.next_timer() <= self.now {
+            let Some(Reverse((_, i))) = self.deadlines.pop() else {
+                break;
+            };
+            self.pushed[i] = Millis::MAX;
             let now = self.node_now(i);
-            if self.nodes[i].next_deadline() <= now {
-                self.nodes[i].handle_tick(now);
-            }
+            self.nodes[i].handle_tick(now);
+            self.mark(i);
         }
     }
 

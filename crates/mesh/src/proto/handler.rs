@@ -6,6 +6,8 @@
 //! handler therefore runs under the tokio driver ([`crate::MeshSocket`]) and under a deterministic
 //! simulator.
 
+use std::net::SocketAddr;
+
 use bytes::Bytes;
 use rand::RngCore;
 use rs2p_base::PeerId;
@@ -89,6 +91,7 @@ pub(crate) enum Action {
     Broadcast { payload: Bytes },
     Timer { at: Millis, token: u64 },
     Misbehaved { peer: PeerId },
+    Dial { addr: SocketAddr, peer: Option<PeerId> },
 }
 
 /// A handler's view of the node during one call.
@@ -96,6 +99,7 @@ pub struct Context<'a> {
     pub(crate) now: Millis,
     pub(crate) local: PeerId,
     pub(crate) peers: &'a [PeerId],
+    pub(crate) listen_addrs: &'a [SocketAddr],
     pub(crate) rng: &'a mut dyn RngCore,
     pub(crate) actions: &'a mut Vec<Action>,
 }
@@ -123,6 +127,18 @@ impl Context<'_> {
     /// The directly connected peers, in ascending id order.
     pub fn peers(&self) -> &[PeerId] {
         self.peers
+    }
+
+    /// The addresses this node listens on (what peers dial to reach it).
+    pub fn listen_addrs(&self) -> &[SocketAddr] {
+        self.listen_addrs
+    }
+
+    /// Asks the mesh to open a connection to `addr` (expected to be `peer`, if known) unless one
+    /// is open or being opened; [`Handler::on_peer_connected`] says when it is up. Not retried on
+    /// failure: call again if still wanted.
+    pub fn dial(&mut self, addr: SocketAddr, peer: Option<PeerId>) {
+        self.actions.push(Action::Dial { addr, peer });
     }
 
     /// The node's random number generator (seeded in simulations).

@@ -316,6 +316,27 @@ impl Mesh {
         self.dial_due(now);
     }
 
+    /// Dials `addr` once now, unless `expected` is already connected or a dial to `addr` is under
+    /// way; not redialed after a failure (unlike [`Mesh::connect`]). Socket types use it to reach
+    /// the peers their routing wants (a chord node's successors and fingers).
+    pub fn dial(&mut self, addr: SocketAddr, expected: Option<PeerId>, now: Millis) {
+        if expected.is_some_and(|p| p == self.local || self.by_peer.contains_key(&p)) {
+            return;
+        }
+        if self.pending.len() >= self.cfg.max_pending_handshakes {
+            return;
+        }
+        let st = self.addrs.entry(addr).or_default();
+        if st.is_self || st.dialing || st.next_attempt > now {
+            return;
+        }
+        if expected.is_some() {
+            st.peer = expected;
+        }
+        st.dialing = true;
+        self.out.push_back(Output::Dial { addr, expected });
+    }
+
     /// Closes the connection to `peer`.
     pub fn disconnect(&mut self, peer: PeerId) -> Result<(), MeshError> {
         let conn = *self

@@ -114,6 +114,7 @@ impl Node {
                 now,
                 local: self.mesh.local_id(),
                 peers: self.mesh.peers(),
+                listen_addrs: self.mesh.listen_addrs(),
                 rng: &mut self.rng,
                 actions: &mut actions,
             };
@@ -139,6 +140,7 @@ impl Node {
                         .insert((at, self.timer_seq), (protocol.to_owned(), token));
                 }
                 Action::Misbehaved { peer } => self.mesh.strike(peer, now),
+                Action::Dial { addr, peer } => self.mesh.dial(addr, peer, now),
             }
         }
     }

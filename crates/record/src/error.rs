@@ -24,4 +24,3 @@ pub enum RecordError {
     #[error("key or value over the limits")]
     TooLarge,
 }
-

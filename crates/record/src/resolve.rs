@@ -26,6 +26,13 @@ pub fn applies(holder: Option<&Record>, r: &Record, leasing: bool) -> bool {
     }
 }
 
+/// Without leasing, the fold keeps the record that sorts last: whether `r` replaces `holder`.
+/// Stores that keep only each key's newest record (the chord socket, a non-leasing sync store)
+/// use this and agree with [`fold`].
+pub fn supersedes(holder: &Record, r: &Record) -> bool {
+    r.sort_key() > holder.sort_key()
+}
+
 /// Folds records already sorted by [`Record::sort_key`]; returns the index of the holder, or
 /// `None` when the key is empty (never written, or deleted).
 pub fn fold<'a>(sorted: impl IntoIterator<Item = &'a Record>, leasing: bool) -> Option<usize> {

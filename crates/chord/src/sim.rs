@@ -82,10 +82,20 @@ impl SimRing {
         v[(salt.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 33) as usize % v.len()]
     }
 
-    /// Node `i` (fresh or restarted) joins through member `via`.
+    /// Node `i` (fresh or restarted) joins through member `via`; returns once it is part of the
+    /// ring (or after 10 simulated seconds).
     pub fn join(&mut self, i: usize, via: usize) {
         self.sim.link(i, via, self.faults);
         self.members.insert(i);
+        for _ in 0..1000 {
+            {
+                let m = self.machines[i].lock();
+                if m.is_joined() && !m.predecessors().is_empty() {
+                    return;
+                }
+            }
+            self.sim.advance(10);
+        }
     }
 
     /// The members (joined or joining, not failed or left).

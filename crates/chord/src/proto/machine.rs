@@ -205,6 +205,14 @@ struct PeerInfo {
     pred: Option<Pos>,
 }
 
+impl PeerInfo {
+    /// Part of a ring with others: a node alone claims the whole ring, so routes never go to it
+    /// (it joins a ring when it meets one).
+    fn routable(&self) -> bool {
+        self.joined && self.pred.is_some()
+    }
+}
+
 #[derive(Debug)]
 struct Joining {
     op: u64,
@@ -236,6 +244,8 @@ pub struct ChordMachine {
     last_version: u64,
     now: u64,
     started: bool,
+    /// Stabilisation rounds so far.
+    rounds: u64,
     /// Records held while alone, written to their owners once joined.
     rehome: Vec<pb::RecordBatch>,
     stats: ChordStats,
@@ -278,6 +288,7 @@ impl ChordMachine {
             now: 0,
             started: false,
             rehome: Vec::new(),
+            rounds: 0,
             stats: ChordStats::default(),
         }
     }
@@ -521,7 +532,7 @@ impl ChordMachine {
         let cands: Vec<&PeerInfo> = self
             .peers
             .values()
-            .filter(|c| c.joined && !passed(&c.node.peer))
+            .filter(|c| c.routable() && !passed(&c.node.peer))
             .collect();
         // A node that owns the target by its own account.
         if let Some(c) = cands
@@ -1045,10 +1056,15 @@ impl ChordMachine {
     }
 
     fn hello(&self) -> Bytes {
+        self.hello_asking(false)
+    }
+
+    fn hello_asking(&self, want_reply: bool) -> Bytes {
         encode(Kind::Hello(pb::ChordHello {
             node: Some(self.me.to_pb()),
             joined: self.joined,
             pred: self.preds.first().map(|p| p.pos),
+            want_reply,
         }))
     }
 
@@ -1061,8 +1077,10 @@ impl ChordMachine {
             self.stats.malformed += 1;
             return Verdict::Reject;
         }
+        if h.want_reply {
+            cx.whisper(from, self.hello());
+        }
         let alone = self.joined && self.succs.is_empty() && self.preds.is_empty();
-        let first = !self.peers.contains_key(&from);
         self.peers.insert(
             from,
             PeerInfo {
@@ -1086,7 +1104,6 @@ impl ChordMachine {
                 self.succs.truncate(self.succ_len());
             }
         }
-        let _ = first;
         Verdict::Accept
     }
 
@@ -1126,6 +1143,18 @@ impl ChordMachine {
         }
         for n in self.succs.clone().iter().chain(self.preds.clone().iter()) {
             self.ensure_link(cx, n);
+        }
+        // Hellos may be lost: ask the peers not heard from (which may not speak chord at all),
+        // and now and then tell every peer again.
+        self.rounds += 1;
+        let ask = self.hello_asking(true);
+        let tell = (self.rounds % 8 == 0).then(|| self.hello());
+        for &p in cx.peers().to_vec().iter() {
+            if !self.peers.contains_key(&p) {
+                cx.whisper(p, ask.clone());
+            } else if let Some(t) = &tell {
+                cx.whisper(p, t.clone());
+            }
         }
         if let Some(s) = self.succs.first().cloned() {
             let msg = encode(Kind::Stabilize(pb::ChordStabilize {

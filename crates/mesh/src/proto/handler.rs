@@ -87,11 +87,24 @@ pub trait Handler: Send + 'static {
 /// What a handler asked for, carried out by the node after the call returns.
 #[derive(Debug, Clone)]
 pub(crate) enum Action {
-    Whisper { peer: PeerId, payload: Bytes },
-    Broadcast { payload: Bytes },
-    Timer { at: Millis, token: u64 },
-    Misbehaved { peer: PeerId },
-    Dial { addr: SocketAddr, peer: Option<PeerId> },
+    Whisper {
+        peer: PeerId,
+        payload: Bytes,
+    },
+    Broadcast {
+        payload: Bytes,
+    },
+    Timer {
+        at: Millis,
+        token: u64,
+    },
+    Misbehaved {
+        peer: PeerId,
+    },
+    Dial {
+        addr: SocketAddr,
+        peer: Option<PeerId>,
+    },
 }
 
 /// A handler's view of the node during one call.

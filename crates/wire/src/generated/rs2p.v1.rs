@@ -191,6 +191,9 @@ pub struct ChordHello {
     /// The sender's predecessor position, if it has one (it owns (pred, self]).
     #[prost(fixed64, optional, tag = "3")]
     pub pred: ::core::option::Option<u64>,
+    /// Asks the receiver for its hello (sent when the sender has not heard one, which may be lost).
+    #[prost(bool, tag = "4")]
+    pub want_reply: bool,
 }
 /// An operation routed greedily towards the owner of `target`, hop by hop.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

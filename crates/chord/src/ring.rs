@@ -71,7 +71,7 @@ mod tests {
             let before: Vec<u64> = nodes.iter().copied().collect();
             let mut after = before.clone();
             after.push(new);
-            let pred = before.iter().copied().max_by_key(|&p| dist(p, new)).expect("nonempty");
+            let pred = before.iter().copied().min_by_key(|&p| dist(p, new)).expect("nonempty");
             for k in keys {
                 let (a, b) = (successor_of(k, before.iter().copied()), successor_of(k, after.iter().copied()));
                 if in_arc(k, pred, new) {

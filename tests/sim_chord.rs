@@ -387,3 +387,23 @@ fn forged_out_of_range_and_looping_messages_are_refused_and_counted() {
     );
     let _ = Outcome::Found;
 }
+
+#[test]
+fn a_lookup_that_cannot_complete_fails_with_a_typed_error_in_bounded_time() {
+    let seed = 81;
+    let n = 6;
+    let mut r = ring(seed, n, Faults::NONE);
+    // Node n starts joining through node 0, which then fails: n is between rings, with nobody
+    // to route through.
+    r.sim.link(n, 0, Faults::NONE);
+    r.sim.advance(3);
+    assert!(!r.machine(n).is_joined(), "joining");
+    r.fail(0);
+    let start = r.sim.now();
+    let got = r.get(n, b"k");
+    let took = r.sim.now() - start;
+    assert!(matches!(got, Err(rs2p_chord::ChordError::Unreachable { attempts: 3 })), "{got:?}");
+    // Virtual time of the deterministic simulation, not a wall-clock measurement: the bound is
+    // request_timeout × attempts (plus the 100 ms tick that notices).
+    assert!(took <= 3 * 1000 + 200, "took {took} ms");
+}

@@ -13,8 +13,14 @@ async fn ring(n: usize) -> Vec<ChordSocket> {
         let s = ChordSocket::bind(opts.clone()).await.expect("bind");
         if i > 0 {
             let via: &ChordSocket = &nodes[i - 1];
-            s.mesh().connect(via.mesh().local_addr()).await.expect("connect");
-            assert!(s.wait_joined(Duration::from_secs(20)).await, "node {i} joined");
+            s.mesh()
+                .connect(via.mesh().local_addr())
+                .await
+                .expect("connect");
+            assert!(
+                s.wait_joined(Duration::from_secs(20)).await,
+                "node {i} joined"
+            );
         }
         nodes.push(s);
     }
@@ -30,8 +36,14 @@ async fn every_dict_call_works_across_the_ring() {
 
     a.set("alpha", "1").await.expect("set");
     a.set("测试", b"bytes\x00".to_vec()).await.expect("set");
-    assert_eq!(c.get("alpha").await.expect("get").as_deref(), Some(&b"1"[..]));
-    assert_eq!(b.get("测试").await.expect("get").as_deref(), Some(&b"bytes\x00"[..]));
+    assert_eq!(
+        c.get("alpha").await.expect("get").as_deref(),
+        Some(&b"1"[..])
+    );
+    assert_eq!(
+        b.get("测试").await.expect("get").as_deref(),
+        Some(&b"bytes\x00"[..])
+    );
     assert_eq!(b.get("missing").await.expect("get"), None);
     assert!(c.contains("alpha").await.expect("contains"));
     assert!(!c.contains("beta").await.expect("contains"));
@@ -50,7 +62,10 @@ async fn every_dict_call_works_across_the_ring() {
 
     // Overwrite from another node, then delete.
     c.set("alpha", "2").await.expect("overwrite");
-    assert_eq!(a.get("alpha").await.expect("get").as_deref(), Some(&b"2"[..]));
+    assert_eq!(
+        a.get("alpha").await.expect("get").as_deref(),
+        Some(&b"2"[..])
+    );
     c.del("alpha").await.expect("del");
     assert_eq!(a.get("alpha").await.expect("get"), None);
     assert_eq!(b.pop("k1").await.expect("pop").as_ref(), b"v1");
@@ -61,9 +76,15 @@ async fn every_dict_call_works_across_the_ring() {
     assert!(!a.is_empty().await.expect("is_empty"));
 
     // Bad arguments are typed errors, not panics.
-    assert!(matches!(a.set("", "x").await, Err(ChordError::TooLarge { .. })));
+    assert!(matches!(
+        a.set("", "x").await,
+        Err(ChordError::TooLarge { .. })
+    ));
     let big = vec![0u8; 300 * 1024];
-    assert!(matches!(a.set("big", &big).await, Err(ChordError::TooLarge { .. })));
+    assert!(matches!(
+        a.set("big", &big).await,
+        Err(ChordError::TooLarge { .. })
+    ));
 
     for n in &nodes {
         n.close().await.expect("close");
@@ -109,8 +130,14 @@ async fn a_lone_node_is_a_ring_of_one_and_a_node_cut_off_answers_without_hanging
 
     // A second node joins; the first one's key moves to its owner and stays readable.
     let b = ChordSocket::bind(opts).await.expect("bind");
-    b.mesh().connect(a.mesh().local_addr()).await.expect("connect");
-    assert!(b.wait_joined(Duration::from_secs(10)).await || a.wait_joined(Duration::from_secs(10)).await);
+    b.mesh()
+        .connect(a.mesh().local_addr())
+        .await
+        .expect("connect");
+    assert!(
+        b.wait_joined(Duration::from_secs(10)).await
+            || a.wait_joined(Duration::from_secs(10)).await
+    );
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(b.get("k").await.expect("get").as_deref(), Some(&b"v"[..]));
 

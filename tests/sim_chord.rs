@@ -402,8 +402,29 @@ fn a_lookup_that_cannot_complete_fails_with_a_typed_error_in_bounded_time() {
     let start = r.sim.now();
     let got = r.get(n, b"k");
     let took = r.sim.now() - start;
-    assert!(matches!(got, Err(rs2p_chord::ChordError::Unreachable { attempts: 3 })), "{got:?}");
+    assert!(
+        matches!(
+            got,
+            Err(rs2p_chord::ChordError::Unreachable { attempts: 3 })
+        ),
+        "{got:?}"
+    );
     // Virtual time of the deterministic simulation, not a wall-clock measurement: the bound is
     // request_timeout × attempts (plus the 100 ms tick that notices).
     assert!(took <= 3 * 1000 + 200, "took {took} ms");
+}
+
+#[test]
+fn two_lone_nodes_and_then_a_third_form_a_correct_ring_at_once() {
+    for seed in 90..96 {
+        // No settling time: the join itself must leave both sides with a successor and a
+        // predecessor (a ring of two), and the third join must find the true successor.
+        let mut r = SimRing::build(seed, 2, 3, cfg(), Faults::NONE, 20, 0);
+        r.check_ring()
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        r.join(2, 0);
+        r.sim.advance(20);
+        r.check_ring()
+            .unwrap_or_else(|e| panic!("seed {seed}, three nodes: {e}"));
+    }
 }

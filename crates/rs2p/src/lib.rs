@@ -8,7 +8,9 @@
 //! | [`wire`] | `rs2p-wire` | protobuf messages, size-limited framing |
 //! | [`base`] | `rs2p-base` | ed25519 identities, networks, the Noise `XXpsk3` handshake |
 //! | [`mesh`] | `rs2p-mesh` | `MeshSocket`: peers, discovery, signed floods, whispers, handlers |
+//! | [`record`] | `rs2p-record` | signed records and the order that picks a key's newest write |
 //! | [`sync`] | `rs2p-sync` | `SyncSocket`: a dictionary replicated on every peer, with leases |
+//! | [`chord`] | `rs2p-chord` | `ChordSocket`: a distributed hash table, each key on a few peers |
 //!
 //! ```no_run
 //! use rs2p::sync::{SyncOptions, SyncSocket};
@@ -25,6 +27,8 @@
 #![forbid(unsafe_code)]
 
 pub use rs2p_base as base;
+pub use rs2p_chord as chord;
 pub use rs2p_mesh as mesh;
+pub use rs2p_record as record;
 pub use rs2p_sync as sync;
 pub use rs2p_wire as wire;

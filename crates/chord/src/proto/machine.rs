@@ -1012,7 +1012,11 @@ impl ChordMachine {
         };
         self.succs = nodes(&ack.succs);
         self.succs.truncate(self.succ_len());
-        let preds = nodes(&ack.preds);
+        let mut preds = nodes(&ack.preds);
+        if preds.is_empty() {
+            // The successor was alone: a ring of two, where it is the predecessor too.
+            preds.extend(self.succs.first().cloned());
+        }
         self.set_preds(cx, preds);
         for b in ack.records {
             self.store_batch(cx, from, b);

@@ -15,11 +15,23 @@ pub(crate) struct Args {
     command: Command,
 }
 
+/// The socket types the command runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SocketKind {
+    /// The replicated dictionary (every node holds everything).
+    Sync,
+    /// The distributed hash table (each key on a few nodes).
+    Chord,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Starts a mesh of sync nodes on loopback, writes keys through one and shows every node
-    /// converge.
+    /// converge (or, with `--socket chord`, a ring that stores and finds keys).
     Demo {
+        /// Which socket to show.
+        #[arg(long, value_enum, default_value_t = SocketKind::Sync)]
+        socket: SocketKind,
         /// How many nodes.
         #[arg(long, default_value_t = 5)]
         nodes: usize,
@@ -27,8 +39,11 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         keys: usize,
     },
-    /// Runs one long-lived sync node driven by standard input (one command per line).
+    /// Runs one long-lived sync or chord node driven by standard input (one command per line).
     Node {
+        /// Which socket to run.
+        #[arg(long, value_enum, default_value_t = SocketKind::Sync)]
+        socket: SocketKind,
         /// Where to listen (ip:port).
         #[arg(long)]
         listen: SocketAddr,
@@ -49,8 +64,18 @@ enum Command {
 
 pub(crate) async fn run(args: Args) -> Result<(), String> {
     match args.command {
-        Command::Demo { nodes, keys } => demo::run(nodes, keys).await,
+        Command::Demo {
+            socket: SocketKind::Sync,
+            nodes,
+            keys,
+        } => demo::run(nodes, keys).await,
+        Command::Demo {
+            socket: SocketKind::Chord,
+            nodes,
+            keys,
+        } => demo::run_chord(nodes, keys).await,
         Command::Node {
+            socket,
             listen,
             peers,
             network,
@@ -63,6 +88,7 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
                 network,
                 leasing: !no_leasing,
                 json,
+                chord: socket == SocketKind::Chord,
             })
             .await
         }

@@ -1,11 +1,14 @@
-//! `rs2p node`: one sync node driven by standard input, one answer line per command line.
+//! `rs2p node`: one sync or chord node driven by standard input, one answer line per command
+//! line. Both sockets answer the same commands with the same JSON; for the chord socket `len`,
+//! `keys`, `items` and `wait-len` walk the whole ring.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rs2p_mesh::{MeshOptions, Network};
+use rs2p_chord::{ChordError, ChordOptions, ChordSocket};
+use rs2p_mesh::{MeshOptions, MeshSocket, Network};
 use rs2p_sync::{DelError, SetError, SyncConfig, SyncOptions, SyncSocket};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -16,29 +19,132 @@ pub(crate) struct NodeArgs {
     pub(crate) network: String,
     pub(crate) leasing: bool,
     pub(crate) json: bool,
+    pub(crate) chord: bool,
+}
+
+/// The socket a node runs: the same commands work on both.
+enum Socket {
+    Sync(SyncSocket),
+    Chord(ChordSocket),
+}
+
+fn chord_error(e: ChordError) -> Value {
+    let code = match &e {
+        ChordError::TooLarge { key, .. } if *key == 0 || *key > 1024 => "bad_key",
+        ChordError::TooLarge { .. } => "value_too_large",
+        ChordError::Unreachable { .. } => "unreachable",
+        ChordError::NotJoined => "not_joined",
+        ChordError::NotFound => "not_found",
+        ChordError::Superseded => "superseded",
+        _ => "closed",
+    };
+    json!({"ok": false, "error": code, "message": e.to_string()})
+}
+
+impl Socket {
+    fn mesh(&self) -> &MeshSocket {
+        match self {
+            Socket::Sync(s) => s.mesh(),
+            Socket::Chord(c) => c.mesh(),
+        }
+    }
+
+    async fn set(&self, k: &str, v: &str) -> Result<(), Value> {
+        match self {
+            Socket::Sync(s) => s.set(k, v).await.map_err(set_error),
+            Socket::Chord(c) => c.set(k, v).await.map_err(chord_error),
+        }
+    }
+
+    async fn get(&self, k: &str) -> Result<Option<Bytes>, Value> {
+        match self {
+            Socket::Sync(s) => Ok(s.get(k)),
+            Socket::Chord(c) => c.get(k).await.map_err(chord_error),
+        }
+    }
+
+    async fn del(&self, k: &str) -> Result<(), Value> {
+        match self {
+            Socket::Sync(s) => s.del(k).await.map_err(del_error),
+            Socket::Chord(c) => {
+                // As the sync node: deleting a missing key is `not_found`.
+                if c.get(k).await.map_err(chord_error)?.is_none() {
+                    return Err(chord_error(ChordError::NotFound));
+                }
+                c.del(k).await.map_err(chord_error)
+            }
+        }
+    }
+
+    async fn pop(&self, k: &str) -> Result<Bytes, Value> {
+        match self {
+            Socket::Sync(s) => s.pop(k).await.map_err(del_error),
+            Socket::Chord(c) => c.pop(k).await.map_err(chord_error),
+        }
+    }
+
+    async fn items(&self) -> Result<Vec<(Bytes, Bytes)>, Value> {
+        match self {
+            Socket::Sync(s) => Ok(s.items()),
+            Socket::Chord(c) => c.items().await.map_err(chord_error),
+        }
+    }
+
+    async fn keys(&self) -> Result<Vec<Bytes>, Value> {
+        match self {
+            Socket::Sync(s) => Ok(s.keys()),
+            Socket::Chord(c) => c.keys().await.map_err(chord_error),
+        }
+    }
+
+    async fn len(&self) -> Result<usize, Value> {
+        match self {
+            Socket::Sync(s) => Ok(s.len()),
+            Socket::Chord(c) => c.len().await.map_err(chord_error),
+        }
+    }
+
+    async fn close(&self) {
+        let _ = match self {
+            Socket::Sync(s) => s.close().await.map_err(|e| e.to_string()),
+            Socket::Chord(c) => c.close().await.map_err(|e| e.to_string()),
+        };
+    }
 }
 
 pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
-    let mut sync = SyncConfig::default();
-    sync.leasing = args.leasing;
-    let opts = SyncOptions {
-        mesh: MeshOptions {
-            listen: args.listen,
-            network: Network::named(args.network),
-            ..MeshOptions::default()
-        },
-        sync,
+    let mesh = MeshOptions {
+        listen: args.listen,
+        network: Network::named(args.network),
+        ..MeshOptions::default()
     };
-    let socket = SyncSocket::bind(opts)
-        .await
-        .map_err(|e| format!("cannot start the node on {}: {e}", args.listen))?;
+    let socket = if args.chord {
+        let mut opts = ChordOptions::default();
+        opts.mesh = MeshOptions {
+            config: opts.mesh.config,
+            ..mesh
+        };
+        Socket::Chord(
+            ChordSocket::bind(opts)
+                .await
+                .map_err(|e| format!("cannot start the node on {}: {e}", args.listen))?,
+        )
+    } else {
+        let mut sync = SyncConfig::default();
+        sync.leasing = args.leasing;
+        Socket::Sync(
+            SyncSocket::bind(SyncOptions { mesh, sync })
+                .await
+                .map_err(|e| format!("cannot start the node on {}: {e}", args.listen))?,
+        )
+    };
     for peer in args.peers {
         let mesh = socket.mesh().clone();
         // Persistent: the node keeps redialing with backoff until the peer answers.
         tokio::spawn(async move { mesh.connect(peer).await });
     }
     let out = Output { json: args.json };
-    out.line(&json!({"event": "ready", "id": socket.local_id().to_string(), "addr": socket.mesh().local_addr().to_string()}));
+    out.line(&json!({"event": "ready", "id": socket.mesh().local_id().to_string(), "addr": socket.mesh().local_addr().to_string()}));
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     loop {
         let line = match lines.next_line().await {
@@ -58,7 +164,7 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
             None => break,
         }
     }
-    let _ = socket.close().await;
+    socket.close().await;
     Ok(())
 }
 
@@ -152,8 +258,12 @@ fn del_error(e: DelError) -> Value {
     }
 }
 
+fn reply<T>(r: Result<T, Value>, ok: impl FnOnce(T) -> Value) -> Value {
+    r.map_or_else(|e| e, ok)
+}
+
 /// The answer to one command line, or `None` for `quit`.
-async fn answer(s: &SyncSocket, line: &str) -> Option<Value> {
+async fn answer(s: &Socket, line: &str) -> Option<Value> {
     let (cmd, rest) = match line.split_once(' ') {
         Some((c, r)) => (c, r),
         None => (line, ""),
@@ -162,35 +272,33 @@ async fn answer(s: &SyncSocket, line: &str) -> Option<Value> {
     let v = match cmd {
         "quit" | "exit" => return None,
         "set" => match rest.split_once(' ') {
-            Some((k, v)) if !k.is_empty() => match s.set(k, v).await {
-                Ok(()) => json!({"ok": true}),
-                Err(e) => set_error(e),
-            },
+            Some((k, v)) if !k.is_empty() => reply(s.set(k, v).await, |()| json!({"ok": true})),
             _ => bad("set K V"),
         },
         "get" => match (args.next(), args.next()) {
-            (Some(k), None) => json!({"ok": true, "value": s.get(k).as_ref().map(utf8)}),
+            (Some(k), None) => reply(
+                s.get(k).await,
+                |v| json!({"ok": true, "value": v.as_ref().map(utf8)}),
+            ),
             _ => bad("get K"),
         },
         "del" => match (args.next(), args.next()) {
-            (Some(k), None) => match s.del(k).await {
-                Ok(()) => json!({"ok": true}),
-                Err(e) => del_error(e),
-            },
+            (Some(k), None) => reply(s.del(k).await, |()| json!({"ok": true})),
             _ => bad("del K"),
         },
         "pop" => match (args.next(), args.next()) {
-            (Some(k), None) => match s.pop(k).await {
-                Ok(v) => json!({"ok": true, "value": utf8(&v)}),
-                Err(e) => del_error(e),
-            },
+            (Some(k), None) => reply(s.pop(k).await, |v| json!({"ok": true, "value": utf8(&v)})),
             _ => bad("pop K"),
         },
-        "len" => json!({"ok": true, "len": s.len()}),
-        "keys" => json!({"ok": true, "keys": s.keys().iter().map(utf8).collect::<Vec<_>>()}),
-        "items" => {
-            json!({"ok": true, "items": s.items().iter().map(|(k, v)| [utf8(k), utf8(v)]).collect::<Vec<_>>()})
-        }
+        "len" => reply(s.len().await, |n| json!({"ok": true, "len": n})),
+        "keys" => reply(
+            s.keys().await,
+            |k| json!({"ok": true, "keys": k.iter().map(utf8).collect::<Vec<_>>()}),
+        ),
+        "items" => reply(
+            s.items().await,
+            |items| json!({"ok": true, "items": items.iter().map(|(k, v)| [utf8(k), utf8(v)]).collect::<Vec<_>>()}),
+        ),
         "peers" => match s.mesh().peers().await {
             Ok(p) => {
                 json!({"ok": true, "peers": p.iter().map(ToString::to_string).collect::<Vec<_>>()})
@@ -200,18 +308,21 @@ async fn answer(s: &SyncSocket, line: &str) -> Option<Value> {
         "wait-len" => {
             let n = args.next().and_then(|a| a.parse::<usize>().ok());
             let t = args.next().and_then(|a| a.parse::<u64>().ok());
+            // A chord node's len walks the ring: poll it less often.
+            let every = Duration::from_millis(if matches!(s, Socket::Chord(_)) { 50 } else { 5 });
             match (n, t, args.next()) {
                 (Some(n), Some(t), None) => {
                     let deadline = Instant::now() + Duration::from_millis(t);
                     loop {
-                        let len = s.len();
+                        // A walk that fails while the ring forms counts as not there yet.
+                        let len = s.len().await.unwrap_or(0);
                         if len >= n {
                             break json!({"ok": true, "len": len});
                         }
                         if Instant::now() >= deadline {
                             break json!({"ok": false, "error": "timeout", "len": len});
                         }
-                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        tokio::time::sleep(every).await;
                     }
                 }
                 _ => bad("wait-len N T (a count and milliseconds)"),

@@ -36,6 +36,11 @@ impl NodeProc {
     /// Starts `rs2p node --listen LISTEN --json --peer P…`, prefixed by `wrapper` (for instance
     /// `ip netns exec NS`), and reads its ready line.
     pub fn start(wrapper: &[&str], listen: &str, peers: &[&str]) -> NodeProc {
+        Self::start_with(wrapper, listen, peers, &[])
+    }
+
+    /// [`NodeProc::start`] with more arguments (such as `--socket chord`).
+    pub fn start_with(wrapper: &[&str], listen: &str, peers: &[&str], extra: &[&str]) -> NodeProc {
         let bin = rs2p_bin();
         let mut cmd = match wrapper.split_first() {
             Some((first, rest)) => {
@@ -49,6 +54,7 @@ impl NodeProc {
         for p in peers {
             cmd.args(["--peer", p]);
         }
+        cmd.args(extra);
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

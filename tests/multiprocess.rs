@@ -42,3 +42,45 @@ fn three_processes_share_a_dictionary_and_a_killed_one_catches_up() {
     assert_eq!(c.ask("items")["items"], a.ask("items")["items"]);
     assert!(c.quit(), "quit exits with status 0");
 }
+
+#[test]
+fn four_chord_processes_store_a_ring_and_survive_a_sigkill() {
+    let chord = ["--socket", "chord"];
+    let a_addr = format!("127.0.0.1:{}", free_port());
+    let mut a = NodeProc::start_with(&[], &a_addr, &[], &chord);
+    let mut others: Vec<NodeProc> = (0..3)
+        .map(|_| NodeProc::start_with(&[], "127.0.0.1:0", &[&a_addr], &chord))
+        .collect();
+    for o in &mut others {
+        o.wait_peers(1, T);
+    }
+    // Joining and a few stabilisation rounds (1 s each by default).
+    std::thread::sleep(Duration::from_secs(3));
+    for i in 0..30 {
+        let r = others[i % 3].ask(&format!("set k{i} v{i}"));
+        assert_eq!(r["ok"], true, "set k{i}: {r}");
+    }
+    // len, keys and wait-len count the keys of the whole ring, on every node.
+    for o in others.iter_mut().chain(std::iter::once(&mut a)) {
+        let r = o.ask("wait-len 30 10000");
+        assert_eq!(r["len"], 30, "{r}");
+    }
+    assert_eq!(a.ask("len")["len"], 30);
+    assert_eq!(a.ask("keys")["keys"].as_array().map(Vec::len), Some(30));
+    assert_eq!(a.ask("get k7")["value"], "v7");
+    assert_eq!(a.ask("get nope")["value"], serde_json::Value::Null);
+    assert_eq!(a.ask("pop k0")["value"], "v0");
+    assert_eq!(a.ask("del k1")["ok"], true);
+    assert_eq!(a.ask("del k1")["error"], "not_found");
+    assert_eq!(a.ask("bogus")["error"], "unknown_command");
+
+    // SIGKILL one process: every key is still readable from the others.
+    others[1].kill();
+    std::thread::sleep(Duration::from_secs(3));
+    for i in 2..30 {
+        let r = others[(i % 2) * 2].ask(&format!("get k{i}"));
+        assert_eq!(r["value"], format!("v{i}"), "k{i} after the kill: {r}");
+    }
+    assert_eq!(a.ask("wait-len 28 10000")["len"], 28);
+    assert!(a.quit(), "quit exits with status 0");
+}

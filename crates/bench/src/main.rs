@@ -270,6 +270,145 @@ fn sync_p7(keys: usize) -> Result {
     }
 }
 
+/// P9: lookups on a ring of `n` chord nodes in this process, over loopback TCP.
+async fn chord_p9(n: usize, lookups: usize) -> Result {
+    use rs2p::chord::{ChordOptions, ChordSocket};
+    let mut opts = ChordOptions::default();
+    opts.chord.stabilize = Duration::from_millis(250);
+    let mut ring: Vec<ChordSocket> = Vec::with_capacity(n);
+    for i in 0..n {
+        let s = ChordSocket::bind(opts.clone()).await.expect("bind");
+        if i > 0 {
+            s.mesh()
+                .connect(ring[i / 2].mesh().local_addr())
+                .await
+                .expect("connect");
+            assert!(
+                s.wait_joined(Duration::from_secs(30)).await,
+                "node {i} joins"
+            );
+        }
+        ring.push(s);
+    }
+    // Stabilisation rounds for successors and fingers.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for k in 0..200 {
+        ring[k % n]
+            .set(format!("key-{k}"), format!("value-{k}"))
+            .await
+            .expect("set");
+    }
+    let mut samples = Vec::with_capacity(lookups);
+    let (mut hops_total, mut hops_max) = (0u64, 0u32);
+    for q in 0..lookups + 100 {
+        let reader = &ring[(q * 7 + 1) % n];
+        let t = Instant::now();
+        let (_, hops) = reader
+            .get_with_hops(format!("key-{}", q % 400))
+            .await
+            .expect("get");
+        if q >= 100 {
+            samples.push(ms(t.elapsed()));
+            hops_total += u64::from(hops);
+            hops_max = hops_max.max(hops);
+        }
+    }
+    for s in &ring {
+        let _ = s.close().await;
+    }
+    Result {
+        scenario: format!("chord-P9 get, N={n} loopback"),
+        unit: "ms",
+        note: format!(
+            "mean hops {:.2}, max {hops_max} (half of the keys missing: answered None by the owner)",
+            hops_total as f64 / samples.len() as f64
+        ),
+        samples,
+    }
+}
+
+/// P9 hop figures in the deterministic simulation: `lookups` gets on a settled ring of `n`.
+fn chord_hops_sim(n: usize, lookups: usize) -> Result {
+    use rs2p::chord::sim::SimRing;
+    use rs2p::chord::ChordConfig;
+    let mut cfg = ChordConfig::default();
+    cfg.stabilize = Duration::from_millis(500);
+    let started = Instant::now();
+    let mut ring = SimRing::build(n as u64, n, n, cfg, rs2p_testkit::Faults::NONE, 50, 20_000);
+    ring.check_ring().expect("a settled ring");
+    let mut samples = Vec::with_capacity(lookups);
+    for q in 0..lookups {
+        let (_, hops) = ring
+            .get((q * 7 + 3) % n, format!("key-{q}").as_bytes())
+            .expect("get");
+        samples.push(f64::from(hops));
+    }
+    let mean = samples.iter().sum::<f64>() / samples.len() as f64;
+    let max = samples.iter().copied().fold(0.0, f64::max);
+    let log = (n as f64).log2();
+    Result {
+        scenario: format!("chord-P9 hops, N={n} simulated"),
+        unit: "hops",
+        note: format!(
+            "mean {mean:.2} (target ≤ {:.2}), max {max} (target ≤ {log}); built and measured in {:.0} s",
+            log / 2.0 + 0.5,
+            started.elapsed().as_secs_f64()
+        ),
+        samples,
+    }
+}
+
+/// py2p's chord socket in the same run (P9's comparison), from a virtualenv under `target/`
+/// that this creates on first use (`pip install py2p==0.7.878`). `None` when Python or the
+/// package is unavailable; the reason is printed.
+fn py2p_chord(gets: usize) -> Option<Result> {
+    use std::process::Command;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let venv = root.join("target/py2p-venv");
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new(venv.join("bin/pip"))
+                .args(["install", "-q", "py2p==0.7.878"])
+                .status()
+                .is_ok_and(|s| s.success());
+        if !made {
+            eprintln!(
+                "py2p comparison skipped: could not set up {} with py2p 0.7.878",
+                venv.display()
+            );
+            return None;
+        }
+    }
+    let script = root.join("crates/bench/py/py2p_chord.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .args(["100", &gets.to_string()])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let line = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(line.lines().last()?).ok()?;
+    let samples: Vec<f64> = v["get_ms"]
+        .as_array()?
+        .iter()
+        .filter_map(|x| x.as_f64())
+        .collect();
+    Some(Result {
+        scenario: "py2p-0.7.878 chord get, N=3".into(),
+        unit: "ms",
+        note: format!(
+            "{} of {} gets correct; unpatched py2p drops its peers on exceptions, so gets wait for their 5 s timeout (the reference's patched run: median 81 ms)",
+            v["correct"], v["gets"]
+        ),
+        samples,
+    })
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -293,6 +432,20 @@ async fn main() {
     }
     if want("sync-P7") {
         results.push(sync_p7(if quick { 100_000 } else { 1_000_000 }));
+    }
+    if want("chord-P9") {
+        results.push(chord_p9(64, 500 * scale).await);
+        let sizes: &[usize] = if quick {
+            &[16, 64, 256]
+        } else {
+            &[16, 64, 256, 1024]
+        };
+        for &n in sizes {
+            results.push(chord_hops_sim(n, 500 * scale));
+        }
+    }
+    if want("py2p-chord") || want("chord-P9") {
+        results.extend(py2p_chord(if quick { 10 } else { 20 }));
     }
     println!(
         "{:<34} {:>6} {:>10} {:>10} {:>21} {:>6}  note",

@@ -315,7 +315,7 @@ fn forged_out_of_range_and_looping_messages_are_refused_and_counted() {
     };
     whisper(&mut r, a, b, Kind::Route(route));
     let after = r.machine(b).stats().clone();
-    assert!(after.forged >= before.forged + 1, "{after:?}");
+    assert!(after.forged > before.forged, "{after:?}");
 
     // A validly signed record for a key outside every arc b replicates.
     let mut far_key = 0;

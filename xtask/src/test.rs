@@ -31,27 +31,29 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         "-D",
         "warnings",
     ]))?;
-    step("the mesh state machine without tokio");
-    run_cmd(cargo().args(["check", "-p", "rs2p-mesh", "--no-default-features"]))?;
-    let tree = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "tree",
-            "-p",
-            "rs2p-mesh",
-            "--no-default-features",
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-        ])
-        .current_dir(root())
-        .output()
-        .map_err(|e| format!("cargo tree: {e}"))?;
-    let tree = String::from_utf8_lossy(&tree.stdout);
-    if tree.lines().any(|l| l.starts_with("tokio ")) {
-        return Err("rs2p-mesh --no-default-features depends on tokio".into());
+    for krate in ["rs2p-mesh", "rs2p-sync", "rs2p-chord"] {
+        step(&format!("the {krate} state machine without tokio"));
+        run_cmd(cargo().args(["check", "-p", krate, "--no-default-features"]))?;
+        let tree = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "tree",
+                "-p",
+                krate,
+                "--no-default-features",
+                "-e",
+                "normal",
+                "--prefix",
+                "none",
+            ])
+            .current_dir(root())
+            .output()
+            .map_err(|e| format!("cargo tree: {e}"))?;
+        let tree = String::from_utf8_lossy(&tree.stdout);
+        if tree.lines().any(|l| l.starts_with("tokio ")) {
+            return Err(format!("{krate} --no-default-features depends on tokio"));
+        }
+        eprintln!("{krate} --no-default-features: no tokio in its dependency tree");
     }
-    eprintln!("rs2p-mesh --no-default-features: no tokio in its dependency tree");
     step("fuzz targets compile");
     run_cmd(cargo().args(["check", "--manifest-path", "fuzz/Cargo.toml", "--bins"]))?;
     step("the rs2p binary");

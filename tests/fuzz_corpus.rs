@@ -7,7 +7,8 @@ use rs2p_testkit::fuzz::TARGETS;
 fn every_corpus_input_runs_without_panicking() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
     let mut ran = 0;
-    for (name, target) in TARGETS {
+    let chord: &[(&str, fn(&[u8]))] = &[("chord_messages", rs2p_chord::sim::fuzz_messages)];
+    for &(name, target) in TARGETS.iter().chain(chord) {
         let dir = root.join(name);
         let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         for entry in entries {
@@ -22,7 +23,7 @@ fn every_corpus_input_runs_without_panicking() {
         }
     }
     assert!(
-        ran >= TARGETS.len(),
+        ran >= TARGETS.len() + 1,
         "the corpus has at least one input per target"
     );
     println!("fuzz corpus: {ran} inputs replayed");

@@ -317,7 +317,7 @@ async fn chord_p9(n: usize, lookups: usize) -> Result {
         let _ = s.close().await;
     }
     Result {
-        scenario: format!("chord-P9 get, N={n} loopback"),
+        scenario: format!("chord-P9-loopback get, N={n}"),
         unit: "ms",
         note: format!(
             "mean hops {:.2}, max {hops_max} (half of the keys missing: answered None by the owner)",
@@ -347,7 +347,7 @@ fn chord_hops_sim(n: usize, lookups: usize) -> Result {
     let max = samples.iter().copied().fold(0.0, f64::max);
     let log = (n as f64).log2();
     Result {
-        scenario: format!("chord-P9 hops, N={n} simulated"),
+        scenario: format!("chord-P9-hops, N={n} simulated"),
         unit: "hops",
         note: format!(
             "mean {mean:.2} (target ≤ {:.2}), max {max} (target ≤ {log}); built and measured in {:.0} s",
@@ -402,7 +402,7 @@ fn py2p_chord(gets: usize) -> Option<Result> {
         scenario: "py2p-0.7.878 chord get, N=3".into(),
         unit: "ms",
         note: format!(
-            "{} of {} gets correct; unpatched py2p drops its peers on exceptions, so gets wait for their 5 s timeout (the reference's patched run: median 81 ms)",
+            "{} of {} gets correct (a get that fails waits for its 5 s timeout)",
             v["correct"], v["gets"]
         ),
         samples,
@@ -433,8 +433,10 @@ async fn main() {
     if want("sync-P7") {
         results.push(sync_p7(if quick { 100_000 } else { 1_000_000 }));
     }
-    if want("chord-P9") {
+    if want("chord-P9-loopback") {
         results.push(chord_p9(64, 500 * scale).await);
+    }
+    if want("chord-P9-hops") {
         let sizes: &[usize] = if quick {
             &[16, 64, 256]
         } else {
@@ -444,7 +446,7 @@ async fn main() {
             results.push(chord_hops_sim(n, 500 * scale));
         }
     }
-    if want("py2p-chord") || want("chord-P9") {
+    if want("py2p-chord") || want("chord-P9-loopback") {
         results.extend(py2p_chord(if quick { 10 } else { 20 }));
     }
     println!(

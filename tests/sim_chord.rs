@@ -428,3 +428,48 @@ fn two_lone_nodes_and_then_a_third_form_a_correct_ring_at_once() {
             .unwrap_or_else(|e| panic!("seed {seed}, three nodes: {e}"));
     }
 }
+
+#[test]
+fn two_rings_formed_during_a_partition_merge_after_it_heals() {
+    let seed = 101;
+    let n = 12;
+    let mut r = ring(seed, n, Faults::NONE);
+    let side: Vec<usize> = (0..n / 2).collect();
+    r.sim.partition(&side);
+    r.sim.advance(5_000);
+    // Each side closed into a ring of its own.
+    for i in 0..n {
+        let mine = side.contains(&i);
+        let m = r.machine(i);
+        assert!(
+            !m.successors().is_empty(),
+            "seed {seed}: node {i} has a successor"
+        );
+        for s in m.successors() {
+            let j = (0..n).find(|&j| r.sim.id(j) == s.peer).expect("a node");
+            assert_eq!(
+                side.contains(&j),
+                mine,
+                "seed {seed}: node {i}'s successors are on its side"
+            );
+        }
+    }
+    // Writes on both sides while apart.
+    for k in 0..20 {
+        let writer = if k % 2 == 0 { 0 } else { n - 1 };
+        r.put(writer, &key(k), Some(b"apart"))
+            .expect("put while partitioned");
+    }
+    r.sim.heal();
+    r.sim.advance(20_000);
+    r.check_ring()
+        .unwrap_or_else(|e| panic!("seed {seed}: after healing: {e}"));
+    r.sim.advance(5_000);
+    for k in 0..20 {
+        assert_eq!(
+            r.get(3, &key(k)).expect("get").0.as_deref(),
+            Some(&b"apart"[..]),
+            "seed {seed}: key {k} written while partitioned"
+        );
+    }
+}

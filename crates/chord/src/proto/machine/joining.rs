@@ -159,7 +159,7 @@ impl ChordMachine {
                 .map(|r| r.key)
             {
                 let target = key_pos(&key);
-                self.start(cx, Op::Put(b), target, Purpose::Finger(u32::MAX), None);
+                self.start(cx, Op::Put(b), target, Purpose::Rehome, None);
             }
         }
     }

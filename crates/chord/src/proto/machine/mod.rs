@@ -182,6 +182,8 @@ enum Purpose {
     Join,
     Finger(u32),
     Probe,
+    /// A record written while alone, sent to its owner after joining.
+    Rehome,
 }
 
 #[derive(Debug)]

@@ -372,6 +372,7 @@ impl ChordMachine {
                     self.fingers.insert(i, owner);
                 }
             }
+            Purpose::Rehome => {}
             Purpose::Probe => {
                 // Another ring's view of this node's successor: adopt it if closer (rings that
                 // formed apart merge this way).

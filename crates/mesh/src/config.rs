@@ -22,12 +22,13 @@ pub struct MeshConfig {
     pub handshake_timeout: Duration,
     /// The largest frame a peer may send. Default 1 MiB.
     pub max_frame_len: usize,
-    /// Frames queued for one peer at most. While a peer that is reading has its queue more than
-    /// half full, the node takes no new local commands (backpressure); a frame that would
-    /// overflow the queue is dropped for that peer and counted. Default 16384.
+    /// Frames queued for one peer at most. While any peer's queue is more than half full, the
+    /// node takes no new local commands (backpressure; see `stall_timeout`); a relayed frame that
+    /// would overflow the queue is dropped for that peer and counted. Default 16384.
     pub send_queue_len: usize,
-    /// A peer whose queue stays full without its writer making progress for this long is not
-    /// reading, and is disconnected. Default 10 s.
+    /// A peer whose queue stays over half full without its writer making progress for this long
+    /// is not reading, and is disconnected. Until then, local commands (broadcasts, whispers,
+    /// socket writes) wait for its queue to drain, so a slow peer loses nothing. Default 10 s.
     pub stall_timeout: Duration,
     /// Sustained frames per second one peer may send. Default 50 000.
     pub peer_rate: u32,

@@ -489,8 +489,8 @@ impl Driver {
         }
     }
 
-    /// Notes each link's writer progress; closes links that stayed full without progress for
-    /// `stall_timeout`. Returns whether a peer that is still reading has its queue more than half
+    /// Notes each link's writer progress; closes links that stayed over half full without
+    /// progress for `stall_timeout`. Returns whether some other peer's queue is more than half
     /// full (then local commands wait).
     fn refresh_links(&mut self) -> bool {
         let now = Instant::now();
@@ -502,12 +502,17 @@ impl Driver {
                 l.seen_progress = p;
                 l.progressed_at = now;
             }
-            let reading = now.duration_since(l.progressed_at) < Duration::from_millis(500);
-            if reading && l.tx.capacity() * 2 < l.tx.max_capacity() {
-                congested = true;
-            }
-            if l.full() && now.duration_since(l.progressed_at) > self.cfg.stall_timeout {
-                stalled.push(conn);
+            // Any queue over half full holds local commands back, however slowly its peer
+            // reads: an honest but slow peer then loses nothing. A peer whose queue stays over
+            // half full without any progress for `stall_timeout` is not reading at all: it is
+            // dropped, and the commands resume.
+            let over_half = l.tx.capacity() * 2 < l.tx.max_capacity();
+            if over_half {
+                if now.duration_since(l.progressed_at) > self.cfg.stall_timeout {
+                    stalled.push(conn);
+                } else {
+                    congested = true;
+                }
             }
         }
         for conn in stalled {

@@ -106,6 +106,17 @@ impl ChordMachine {
         }
     }
 
+    /// The connected nodes that hold copies of this node's arc: its first `replicas − 1`
+    /// successors.
+    pub(super) fn replica_peers(&self) -> Vec<PeerId> {
+        self.succs
+            .iter()
+            .take(self.cfg.replicas.saturating_sub(1))
+            .filter(|s| self.peers.contains_key(&s.peer))
+            .map(|s| s.peer)
+            .collect()
+    }
+
     /// Sends each replica the digest of the arc this node owns.
     pub(super) fn push_digests(&mut self, cx: &mut Context<'_>) {
         let Some(p) = self.preds.first() else {
@@ -114,14 +125,7 @@ impl ChordMachine {
         let (from, to) = (p.pos, self.me.pos);
         let (digest, _) = self.store.digest(from, to);
         let msg = encode(Kind::Digest(pb::ChordDigest { from, to, digest }));
-        let replicas: Vec<PeerId> = self
-            .succs
-            .iter()
-            .take(self.cfg.replicas.saturating_sub(1))
-            .filter(|s| self.peers.contains_key(&s.peer))
-            .map(|s| s.peer)
-            .collect();
-        for r in replicas {
+        for r in self.replica_peers() {
             cx.whisper(r, msg.clone());
         }
     }

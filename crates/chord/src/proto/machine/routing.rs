@@ -212,13 +212,7 @@ impl ChordMachine {
                 copies: 1,
             }),
             Applied::New | Applied::Duplicate => {
-                let replicas: Vec<PeerId> = self
-                    .succs
-                    .iter()
-                    .take(self.cfg.replicas.saturating_sub(1))
-                    .filter(|s| self.peers.contains_key(&s.peer))
-                    .map(|s| s.peer)
-                    .collect();
+                let replicas = self.replica_peers();
                 if replicas.is_empty() {
                     return Some(pb::ChordPutResult {
                         applied: true,

@@ -238,7 +238,7 @@ impl Driver {
                 let _ = reply.send(self.node.mesh().peers().to_vec());
             }
             Command::Stats { reply } => {
-                let mut stats = self.node.mesh().stats().clone();
+                let mut stats = self.node.mesh().stats();
                 stats.send_queue_drops = self.send_queue_drops;
                 stats.stalled_disconnects = self.stalled_disconnects;
                 let _ = reply.send(stats);

@@ -272,8 +272,11 @@ impl Mesh {
     }
 
     /// The counters, with per-peer figures for the connected peers.
-    pub fn stats(&self) -> &MeshStats {
-        &self.stats
+    pub fn stats(&self) -> MeshStats {
+        MeshStats {
+            pending_handshakes: self.pending.len(),
+            ..self.stats.clone()
+        }
     }
 
     /// Sets the addresses this node listens on (told to peers in the handshake and peer lists).
@@ -418,6 +421,7 @@ impl Mesh {
     /// A TCP connection arrived from `ip`; returns whether to run the handshake (false: drop it).
     pub fn handle_incoming(&mut self, conn: ConnId, ip: IpAddr) -> bool {
         if self.pending.len() >= self.cfg.max_pending_handshakes || !self.ip_allowed(ip) {
+            self.stats.refused_incoming += 1;
             return false;
         }
         self.pending.insert(conn, ip);
@@ -525,9 +529,12 @@ impl Mesh {
             .values()
             .filter(|c| c.active && c.ip == ip)
             .count();
-        if direction == Direction::Inbound
-            && (self.by_peer.len() >= self.cfg.max_peers
-                || (self.limits_ip(ip) && same_ip >= self.cfg.max_peers_per_ip))
+        // `max_peers` bounds every connection, dialed or accepted; the per-IP limit is for
+        // what others open to us.
+        if self.by_peer.len() >= self.cfg.max_peers
+            || (direction == Direction::Inbound
+                && self.limits_ip(ip)
+                && same_ip >= self.cfg.max_peers_per_ip)
         {
             self.close(conn, CloseReason::TooManyPeers);
             return;
@@ -892,7 +899,11 @@ impl Mesh {
     fn dial_due(&mut self, now: Millis) {
         let connected: BTreeSet<PeerId> = self.by_peer.keys().copied().collect();
         let dialing = self.addrs.values().filter(|s| s.dialing).count();
-        let mut budget = self.cfg.min_peers.saturating_sub(connected.len() + dialing);
+        let mut budget = self
+            .cfg
+            .min_peers
+            .min(self.cfg.max_peers)
+            .saturating_sub(connected.len() + dialing);
         let mut slots = self
             .cfg
             .max_pending_handshakes

@@ -51,6 +51,10 @@ pub struct MeshStats {
     pub send_queue_drops: u64,
     /// Peers disconnected because their queue stayed full without progress (filled by the driver).
     pub stalled_disconnects: u64,
+    /// Incoming connections refused before their handshake (too many pending, or from one IP).
+    pub refused_incoming: u64,
+    /// Handshakes under way now (a snapshot, filled when the stats are read).
+    pub pending_handshakes: usize,
     /// Counters per connected peer.
     pub peers: BTreeMap<PeerId, PeerStats>,
 }

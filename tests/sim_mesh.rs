@@ -229,30 +229,45 @@ fn old_and_future_floods_are_refused_as_replays() {
 }
 
 #[test]
-fn a_peer_over_its_rate_is_disconnected_and_banned() {
+fn a_peer_over_its_rate_is_throttled_then_disconnected_and_banned() {
     let mut cfg = rs2p_mesh::MeshConfig::default();
     cfg.min_peers = 0;
     cfg.peer_rate = 10;
     cfg.peer_burst = 20;
+    cfg.flood_ban_after = std::time::Duration::from_secs(2);
     let mut sim = Sim::with_config(12, 2, cfg);
     sim.link(0, 1, Faults::NONE);
     let ping = rs2p_base::wire::encode(&pb::MeshFrame {
         kind: Some(Kind::Ping(pb::Ping { nonce: 1 })),
     });
-    for _ in 0..20 {
+    let mut send = |sim: &mut Sim| {
         let now = sim.now();
         sim.node_mut(1)
             .handle_frame(rs2p_mesh::proto::ConnId(2), ping.clone(), now);
+        sim.flush();
+    };
+    for _ in 0..20 {
+        send(&mut sim);
     }
-    sim.flush();
     assert_eq!(sim.node(1).mesh().peers(), &[sim.id(0)], "within the burst");
-    let now = sim.now();
-    sim.node_mut(1)
-        .handle_frame(rs2p_mesh::proto::ConnId(2), ping, now);
-    sim.flush();
+    assert_eq!(sim.node(1).mesh().stats().throttled, 0);
+    send(&mut sim);
+    assert_eq!(
+        sim.node(1).mesh().peers(),
+        &[sim.id(0)],
+        "over the rate: throttled, still a peer"
+    );
+    assert_eq!(sim.node(1).mesh().stats().throttled, 1);
+    // Fifty times the rate for longer than flood_ban_after (virtual time).
+    for _ in 0..220 {
+        for _ in 0..5 {
+            send(&mut sim);
+        }
+        sim.advance(10);
+    }
     assert!(
         sim.node(1).mesh().peers().is_empty(),
-        "over the rate: disconnected"
+        "a flood: disconnected"
     );
     assert!(sim
         .events(1)

@@ -32,6 +32,9 @@ pub struct MeshConfig {
     pub stall_timeout: Duration,
     /// Sustained frames per second one peer may send. Default 50 000.
     pub peer_rate: u32,
+    /// A peer over its rate is not read from for 100 ms at a time; one that stays over it
+    /// (with no second of calm) for this long is disconnected and banned. Default 10 s.
+    pub flood_ban_after: Duration,
     /// Frames one peer may send in a burst above the sustained rate. Default 100 000.
     pub peer_burst: u32,
     /// Message ids remembered to suppress duplicates. Default 262 144.
@@ -75,6 +78,7 @@ impl Default for MeshConfig {
             send_queue_len: 16384,
             stall_timeout: Duration::from_secs(10),
             peer_rate: 50_000,
+            flood_ban_after: Duration::from_secs(10),
             peer_burst: 100_000,
             seen_cache_size: 262_144,
             seen_cache_ttl: Duration::from_secs(120),

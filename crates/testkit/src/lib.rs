@@ -500,7 +500,8 @@ impl Sim {
                 }
                 Output::Event(e) => self.events[i].push(e),
                 Output::Dial { addr, .. } => self.dial(i, addr),
-                Output::Deliver(_) => {}
+                // The simulated links have no flow control to pause.
+                Output::Deliver(_) | Output::Throttle { .. } => {}
             }
         }
         if self.alive[i] {

@@ -93,6 +93,8 @@ struct Link {
     seen_progress: u64,
     progressed_at: Instant,
     writer: tokio::task::JoinHandle<()>,
+    /// The reader reads nothing before this Unix ms (the peer is over its rate).
+    paused_until: Arc<AtomicU64>,
 }
 
 impl Link {
@@ -416,6 +418,7 @@ impl Driver {
         let (tx, mut rx) = mpsc::channel::<Bytes>(self.cfg.send_queue_len);
         let (kill_tx, mut kill_rx) = oneshot::channel::<()>();
         let progress = Arc::new(AtomicU64::new(0));
+        let paused_until = Arc::new(AtomicU64::new(0));
         let (made, room) = (progress.clone(), self.room.clone());
         let writer = tokio::spawn(async move {
             // Writer: take everything queued, write it in one go, repeat; when the queue is
@@ -445,11 +448,22 @@ impl Driver {
                 seen_progress: 0,
                 progressed_at: Instant::now(),
                 writer,
+                paused_until: paused_until.clone(),
             },
         );
         let events = self.conn_tx.clone();
         tokio::spawn(async move {
             loop {
+                let pause = paused_until
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(unix_ms());
+                if pause > 0 {
+                    // Throttled: TCP's flow control holds the peer back meanwhile.
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(pause)) => {}
+                        _ = &mut kill_rx => break,
+                    }
+                }
                 tokio::select! {
                     frame = reader.next_frame() => match frame {
                         Ok(Some(frame)) => {
@@ -483,6 +497,11 @@ impl Driver {
                 Output::Close { conn, reason } => self.close_link(conn, reason),
                 Output::Event(e) => {
                     let _ = self.events.send(e);
+                }
+                Output::Throttle { conn, until } => {
+                    if let Some(link) = self.links.get(&conn) {
+                        link.paused_until.store(until, Ordering::Relaxed);
+                    }
                 }
                 Output::Deliver(_) => {}
             }

@@ -144,6 +144,14 @@ pub enum Output {
     Event(MeshEvent),
     /// A message for a local handler (consumed by [`crate::proto::Node`]).
     Deliver(Inbound),
+    /// Read nothing more from a connection before `until` (Unix ms): its peer sends faster
+    /// than its rate, and TCP's flow control slows it down without losing anything.
+    Throttle {
+        /// The connection.
+        conn: ConnId,
+        /// Until when.
+        until: Millis,
+    },
 }
 
 /// A message for a local handler, with what is needed to relay it if the handler accepts it.
@@ -178,6 +186,10 @@ struct Conn {
     active: bool,
     last_recv: Millis,
     bucket: TokenBucket,
+    /// Since when the peer has been over its rate without a pause of a second (a flood).
+    flood_since: Option<Millis>,
+    /// When it was last over its rate.
+    last_over: Millis,
 }
 
 #[derive(Debug, Default)]
@@ -221,6 +233,9 @@ impl std::fmt::Debug for Mesh {
             .finish_non_exhaustive()
     }
 }
+
+/// How long a connection over its rate is not read from.
+const THROTTLE_MS: Millis = 100;
 
 fn ms(d: std::time::Duration) -> Millis {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -496,6 +511,8 @@ impl Mesh {
                 active: false,
                 last_recv: now,
                 bucket: TokenBucket::new(self.cfg.peer_rate, self.cfg.peer_burst, now),
+                flood_since: None,
+                last_over: 0,
             },
         );
         if self.banned.get(&peer).is_some_and(|&until| until > now) {
@@ -611,6 +628,9 @@ impl Mesh {
         };
         c.last_recv = now;
         let peer = c.peer;
+        if self.banned.contains_key(&peer) {
+            return;
+        }
         let within_rate = c.bucket.take(now);
         self.stats.received.frames += 1;
         self.stats.received.bytes += frame.len() as u64;
@@ -619,9 +639,25 @@ impl Mesh {
             p.received.bytes += frame.len() as u64;
         }
         if !within_rate {
-            self.stats.limit_disconnects += 1;
-            self.ban(peer, now);
-            return;
+            // Over its rate: stop reading from it for a moment (nothing is lost; the frame in
+            // hand is still handled). A flood that goes on for `flood_ban_after` gets it
+            // disconnected and banned.
+            self.stats.throttled += 1;
+            let since = match c.flood_since {
+                Some(since) if now.saturating_sub(c.last_over) <= 1000 => since,
+                _ => now,
+            };
+            c.flood_since = Some(since);
+            c.last_over = now;
+            if now.saturating_sub(since) >= ms(self.cfg.flood_ban_after) {
+                self.stats.limit_disconnects += 1;
+                self.ban(peer, now);
+                return;
+            }
+            self.out.push_back(Output::Throttle {
+                conn,
+                until: now + THROTTLE_MS,
+            });
         }
         let kind = match rs2p_base::wire::decode_bytes::<pb::MeshFrame>(frame) {
             Ok(pb::MeshFrame { kind: Some(k) }) => k,
@@ -766,6 +802,16 @@ impl Mesh {
             .collect();
         for conn in conns {
             self.close(conn, CloseReason::Misbehaviour);
+        }
+        // Gone at once: not a peer any more, and nothing more it sends is handled, even while
+        // the connection drains.
+        if self.by_peer.remove(&peer).is_some() {
+            if let Ok(i) = self.peer_list.binary_search(&peer) {
+                self.peer_list.remove(i);
+            }
+            self.stats.peers.remove(&peer);
+            self.out
+                .push_back(Output::Event(MeshEvent::PeerDisconnected { peer }));
         }
         self.out
             .push_back(Output::Event(MeshEvent::PeerBanned { peer, until }));

@@ -45,6 +45,8 @@ pub struct MeshStats {
     pub stale: u64,
     /// Frames that did not decode.
     pub malformed: u64,
+    /// Frames that arrived while their peer was over its rate (each pauses reading from it).
+    pub throttled: u64,
     /// Connections closed because a peer broke a limit.
     pub limit_disconnects: u64,
     /// Frames not sent because the peer's send queue was full (filled by the driver).

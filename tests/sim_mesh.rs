@@ -240,7 +240,7 @@ fn a_peer_over_its_rate_is_throttled_then_disconnected_and_banned() {
     let ping = rs2p_base::wire::encode(&pb::MeshFrame {
         kind: Some(Kind::Ping(pb::Ping { nonce: 1 })),
     });
-    let mut send = |sim: &mut Sim| {
+    let send = |sim: &mut Sim| {
         let now = sim.now();
         sim.node_mut(1)
             .handle_frame(rs2p_mesh::proto::ConnId(2), ping.clone(), now);

@@ -4,9 +4,11 @@
 //! - `cargo xtask test`: everything CI runs (format, codegen freshness, clippy, tests, fuzz build,
 //!   the network-namespace tier when root).
 //! - `cargo xtask bench [--quick] [SCENARIO…]`: the performance scenarios.
+//! - `cargo xtask fuzz [--seconds S] [--stable]`: every fuzz target for S seconds.
 
 mod bench;
 mod codegen;
+mod fuzz;
 mod test;
 
 use std::path::{Path, PathBuf};
@@ -18,8 +20,9 @@ fn main() -> ExitCode {
         Some("codegen") => codegen::run(&args[1..]),
         Some("test") => test::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <codegen [--check] | test [--quick] | bench [--quick] [SCENARIO…]>");
+            eprintln!("usage: cargo xtask <codegen [--check] | test [--quick] | bench [--quick] [SCENARIO…] | fuzz [--seconds S] [--stable]>");
             return ExitCode::from(2);
         }
     };

@@ -60,6 +60,9 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     run_cmd(cargo().args(["build", "-p", "rs2p"]))?;
     step("tests");
     run_cmd(cargo().args(["test", "--workspace"]))?;
+    // The corpus is replayed by the tests above; here every target also gets new inputs.
+    step("fuzzing each target briefly (stable mutation fuzzer)");
+    crate::fuzz::run(&["--stable".into(), "--seconds".into(), "5".into()])?;
     step("network namespaces");
     if is_root()
         && Command::new("ip")

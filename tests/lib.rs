@@ -1,5 +1,7 @@
 //! Helpers shared by rs2p's workspace integration tests.
 
+pub mod sync_world;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};

@@ -5,6 +5,7 @@
 //!   the network-namespace tier when root).
 //! - `cargo xtask bench [--quick] [SCENARIO…]`: the performance scenarios.
 //! - `cargo xtask fuzz [--seconds S] [--stable]`: every fuzz target for S seconds.
+//! - `cargo xtask soak [--minutes M]`: randomised simulated runs for M minutes (default 10).
 
 mod bench;
 mod codegen;
@@ -21,8 +22,9 @@ fn main() -> ExitCode {
         Some("test") => test::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
+        Some("soak") => soak(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <codegen [--check] | test [--quick] | bench [--quick] [SCENARIO…] | fuzz [--seconds S] [--stable]>");
+            eprintln!("usage: cargo xtask <codegen [--check] | test [--quick] | bench [--quick] [SCENARIO…] | fuzz [--seconds S] [--stable] | soak [--minutes M]>");
             return ExitCode::from(2);
         }
     };
@@ -33,6 +35,26 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `cargo xtask soak [--minutes M]`: the `soak` binary of `rs2p-tests` (see its docs).
+pub(crate) fn soak(args: &[String]) -> Result<(), String> {
+    let minutes = match args {
+        [] => "10".to_owned(),
+        [flag, m] if flag == "--minutes" && m.parse::<f64>().is_ok() => m.clone(),
+        _ => return Err("usage: cargo xtask soak [--minutes M]".into()),
+    };
+    run_cmd(cargo().args([
+        "run",
+        "-q",
+        "-p",
+        "rs2p-tests",
+        "--bin",
+        "soak",
+        "--",
+        "--minutes",
+        &minutes,
+    ]))
 }
 
 /// The workspace root (the parent of `xtask/`).

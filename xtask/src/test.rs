@@ -63,6 +63,8 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     // The corpus is replayed by the tests above; here every target also gets new inputs.
     step("fuzzing each target briefly (stable mutation fuzzer)");
     crate::fuzz::run(&["--stable".into(), "--seconds".into(), "5".into()])?;
+    step("soak: randomised simulated runs for 2 minutes");
+    crate::soak(&["--minutes".into(), "2".into()])?;
     step("network namespaces");
     if is_root()
         && Command::new("ip")

@@ -130,9 +130,23 @@ fn lossy_run(seed: u64, faults: Faults) {
 
 #[test]
 fn a_failed_nodes_keys_are_copied_back_to_r_nodes_within_two_periods() {
-    let seed = 31;
+    failure_repair(31, cfg());
+}
+
+#[test]
+fn repair_compares_large_arcs_in_bounded_sub_arcs() {
+    // Sub-arcs of 4 records: each owner's arc (≈ 15 of the 300 keys on 20 nodes) is
+    // compared in several digests, and repair still restores every copy.
+    let mut c = cfg();
+    c.digest_span = 4;
+    failure_repair(32, c);
+}
+
+fn failure_repair(seed: u64, cfg: ChordConfig) {
     let n = 20;
-    let mut r = ring(seed, n, Faults::NONE);
+    let mut r = SimRing::build(seed, n, n + 8, cfg, Faults::NONE, 50, 15_000);
+    r.check_ring()
+        .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     for k in 0..300 {
         r.put(k % n, &key(k), Some(b"v")).expect("put");
     }

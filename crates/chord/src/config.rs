@@ -29,6 +29,9 @@ pub struct ChordConfig {
     pub max_value_len: usize,
     /// Bytes of records per transfer message and per `keys()` page. Default 256 KiB.
     pub transfer_chunk: usize,
+    /// Records per digest in repair: an owned arc is compared in sub-arcs of at most this many
+    /// records, so a difference costs a summary of at most this many entries. Default 4096.
+    pub digest_span: usize,
     /// Messages kept for a peer that is being dialed. Default 256.
     pub outbox_len: usize,
 }
@@ -47,6 +50,7 @@ impl Default for ChordConfig {
             max_key_len: 1024,
             max_value_len: 256 * 1024,
             transfer_chunk: 256 * 1024,
+            digest_span: 4096,
             outbox_len: 256,
         }
     }

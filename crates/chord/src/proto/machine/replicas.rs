@@ -12,6 +12,9 @@ use super::*;
 use crate::proto::store::Applied;
 use crate::ring::{in_arc, key_pos, Pos};
 
+/// The most entries one summary lists (16 bytes each: well under the 1 MiB frame limit).
+const MAX_SUMMARY: usize = 32_768;
+
 impl ChordMachine {
     /// The arc this node keeps replicas of: its own and its `replicas − 1` predecessors' arcs
     /// (the whole ring while it knows fewer predecessors).
@@ -117,22 +120,51 @@ impl ChordMachine {
             .collect()
     }
 
-    /// Sends each replica the digest of the arc this node owns.
+    /// Sends each replica the digests of the arc this node owns, cut into sub-arcs of at most
+    /// `digest_span` records so that every summary a difference starts stays small.
     pub(super) fn push_digests(&mut self, cx: &mut Context<'_>) {
         let Some(p) = self.preds.first() else {
             return;
         };
         let (from, to) = (p.pos, self.me.pos);
-        let (digest, _) = self.store.digest(from, to);
-        let msg = encode(Kind::Digest(pb::ChordDigest { from, to, digest }));
-        for r in self.replica_peers() {
-            cx.whisper(r, msg.clone());
+        let span = self.cfg.digest_span.max(1);
+        let mut msgs = Vec::new();
+        let (mut start, mut digest, mut n, mut last) = (from, 0u64, 0usize, None);
+        for (pos, r) in self.store.arc(from, to) {
+            // Cut between positions only, never inside one.
+            if n >= span && last != Some(pos) {
+                if let Some(end) = last {
+                    msgs.push(pb::ChordDigest {
+                        from: start,
+                        to: end,
+                        digest,
+                    });
+                    (start, digest, n) = (end, 0, 0);
+                }
+            }
+            digest ^= r.short_hash();
+            n += 1;
+            last = Some(pos);
+        }
+        msgs.push(pb::ChordDigest {
+            from: start,
+            to,
+            digest,
+        });
+        let replicas = self.replica_peers();
+        for d in msgs {
+            let msg = encode(Kind::Digest(d));
+            for &r in &replicas {
+                cx.whisper(r, msg.clone());
+            }
         }
     }
 
     pub(super) fn summary(&self, from: Pos, to: Pos) -> pb::ChordSummary {
         let (mut keys, mut hashes) = (Vec::new(), Vec::new());
-        for (p, s) in self.store.arc(from, to) {
+        // Capped so that it always fits a frame; what is left out is sent again by the owner
+        // (it looks missing) and dropped here as a duplicate.
+        for (p, s) in self.store.arc(from, to).take(MAX_SUMMARY) {
             keys.push(p);
             hashes.push(s.short_hash());
         }
@@ -175,9 +207,14 @@ impl ChordMachine {
             self.send_records(cx, from, records.iter(), 0);
             return;
         }
-        // A replica's summary of an arc this node owns: send what it lacks, ask for what it has.
-        let (lo, hi) = self.owned_arc();
-        if !(s.from == lo && s.to == hi) {
+        // A replica's summary of (part of) the arc this node owns: send what it lacks, ask for
+        // what it has.
+        let (owned_lo, owned_hi) = self.owned_arc();
+        let (lo, hi) = (s.from, s.to);
+        let inside =
+            in_arc(hi, owned_lo, owned_hi) && (lo == owned_lo || in_arc(lo, owned_lo, owned_hi));
+        if !inside {
+            self.stats.out_of_range += 1;
             return;
         }
         let theirs: BTreeMap<Pos, Vec<u64>> =

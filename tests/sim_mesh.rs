@@ -298,3 +298,34 @@ fn inbound_peers_beyond_max_peers_are_refused() {
         .count();
     assert_eq!(refused, 2, "the others were told goodbye and closed");
 }
+
+#[test]
+fn a_full_node_redials_a_persistent_address_with_backoff_not_at_every_tick() {
+    let mut cfg = rs2p_mesh::MeshConfig::default();
+    cfg.min_peers = 0;
+    cfg.max_peers = 1;
+    let mut sim = Sim::with_config(14, 3, cfg);
+    sim.link(0, 1, Faults::NONE); // node 0 is full
+    let addr = std::net::SocketAddr::from(([10, 0, 0, 3], 4000)); // node 2
+    assert_eq!(Sim::index_of(addr), Some(2));
+    let now = sim.now();
+    sim.node_mut(0).connect(addr, now);
+    sim.flush();
+    sim.advance(60_000);
+    // Each attempt connects and is closed at once (node 0 is full); node 2 sees every one.
+    let attempts = sim
+        .events(2)
+        .iter()
+        .filter(|e| matches!(e, rs2p_mesh::MeshEvent::PeerConnected { .. }))
+        .count();
+    assert!(attempts >= 2, "it keeps trying ({attempts})");
+    assert!(
+        attempts <= 15,
+        "{attempts} attempts in a minute: backing off (a tick is 1 s)"
+    );
+    assert_eq!(
+        sim.node(0).mesh().peers(),
+        &[sim.id(1)],
+        "still within max_peers"
+    );
+}

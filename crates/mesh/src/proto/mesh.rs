@@ -498,7 +498,6 @@ impl Mesh {
         if let Some(addr) = dialed {
             let st = self.addrs.entry(addr).or_default();
             st.dialing = false;
-            st.failures = 0;
             st.peer = Some(peer);
         }
         let listen = self.learn_addrs(peer, &remote.listen_addrs, ip);
@@ -553,8 +552,17 @@ impl Mesh {
                 && self.limits_ip(ip)
                 && same_ip >= self.cfg.max_peers_per_ip)
         {
+            if let Some(st) = dialed.and_then(|a| self.addrs.get_mut(&a)) {
+                // Full: try this address again later, backing off, not at every tick.
+                st.failures = st.failures.saturating_add(1);
+                let (initial, max) = (ms(self.cfg.backoff_initial), ms(self.cfg.backoff_max));
+                st.next_attempt = now + initial.saturating_mul(1 << st.failures.min(16)).min(max);
+            }
             self.close(conn, CloseReason::TooManyPeers);
             return;
+        }
+        if let Some(st) = dialed.and_then(|a| self.addrs.get_mut(&a)) {
+            st.failures = 0;
         }
         self.activate(conn, peer);
         self.out.push_back(Output::Event(MeshEvent::PeerConnected {

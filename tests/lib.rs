@@ -132,3 +132,23 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free port")
 }
+
+/// Runs the initiator's side of the handshake on `stream` with a fresh identity in the default
+/// network, as a peer driven by hand would (to send raw frames, or to go silent).
+pub async fn handshake_as_new_peer(
+    stream: tokio::net::TcpStream,
+    timeout: Duration,
+) -> Result<(rs2p_base::PeerId, rs2p_base::net::SecureConnection), rs2p_base::HandshakeError> {
+    let identity = rs2p_base::LocalIdentity::new(rs2p_base::Keypair::generate());
+    rs2p_base::net::handshake(
+        stream,
+        rs2p_base::net::Role::Initiator(None),
+        &identity,
+        &rs2p_base::Network::default(),
+        rs2p_base::handshake::LocalInfo::default(),
+        1 << 20,
+        timeout,
+    )
+    .await
+    .map(|c| (identity.peer_id(), c))
+}

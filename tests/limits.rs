@@ -3,9 +3,8 @@
 
 use std::time::Duration;
 
-use rs2p_base::handshake::LocalInfo;
-use rs2p_base::net::{handshake, Role};
-use rs2p_mesh::{Keypair, MeshConfig, MeshOptions, MeshSocket, Network};
+use rs2p_mesh::{MeshConfig, MeshOptions, MeshSocket};
+use rs2p_tests::handshake_as_new_peer;
 
 fn rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -42,18 +41,9 @@ async fn a_connect_storm_of_ten_times_max_peers_stays_within_limits_and_honest_p
                 drop(stream);
                 return None;
             }
-            let identity = rs2p_base::LocalIdentity::new(Keypair::generate());
-            let conn = handshake(
-                stream,
-                Role::Initiator(None),
-                &identity,
-                &Network::default(),
-                LocalInfo::default(),
-                1 << 20,
-                Duration::from_secs(2),
-            )
-            .await
-            .ok();
+            let conn = handshake_as_new_peer(stream, Duration::from_secs(2))
+                .await
+                .ok();
             tokio::time::sleep(Duration::from_secs(5)).await;
             conn.map(|_| ())
         }));

@@ -3,29 +3,17 @@
 
 use std::time::Duration;
 
-use rs2p_base::handshake::LocalInfo;
-use rs2p_base::net::{handshake, Role};
-use rs2p_mesh::{Keypair, MeshConfig, MeshOptions, MeshSocket, Network};
+use rs2p_mesh::{MeshConfig, MeshOptions, MeshSocket};
+use rs2p_tests::handshake_as_new_peer;
 
 /// A peer driven by hand: its id and its connection.
 async fn raw_peer(
     addr: std::net::SocketAddr,
 ) -> (rs2p_base::PeerId, rs2p_base::net::SecureConnection) {
-    let identity = rs2p_base::LocalIdentity::new(Keypair::generate());
-    let id = identity.peer_id();
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    handshake(
-        stream,
-        Role::Initiator(None),
-        &identity,
-        &Network::default(),
-        LocalInfo::default(),
-        1 << 20,
-        Duration::from_secs(5),
-    )
-    .await
-    .map(|c| (id, c))
-    .expect("handshake")
+    handshake_as_new_peer(stream, Duration::from_secs(5))
+        .await
+        .expect("handshake")
 }
 
 fn direct(i: u32) -> bytes::Bytes {
@@ -114,13 +102,8 @@ async fn a_burst_over_the_rate_is_throttled_without_loss_and_a_flood_is_banned()
     let peers = node.peers().await.expect("peers");
     assert!(peers.contains(&bursty_id), "{peers:?}");
     assert!(!peers.contains(&flooder_id), "{peers:?}");
-    let again = rs2p_base::net::handshake(
+    let again = handshake_as_new_peer(
         tokio::net::TcpStream::connect(addr).await.expect("connect"),
-        Role::Initiator(None),
-        &rs2p_base::LocalIdentity::new(Keypair::generate()),
-        &Network::default(),
-        LocalInfo::default(),
-        1 << 20,
         Duration::from_secs(5),
     )
     .await;

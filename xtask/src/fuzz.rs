@@ -7,7 +7,7 @@
 
 use std::process::Command;
 
-use crate::{cargo, root, run_cmd};
+use crate::{run_cmd, run_test_bin};
 
 /// libFuzzer targets, as named in `fuzz/Cargo.toml`.
 const TARGETS: &[&str] = &[
@@ -62,16 +62,5 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     if !stable {
         eprintln!("nightly cargo-fuzz not found: using the stable mutation fuzzer");
     }
-    let _ = root();
-    run_cmd(cargo().args([
-        "run",
-        "-q",
-        "-p",
-        "rs2p-tests",
-        "--bin",
-        "fuzz-stable",
-        "--",
-        "--seconds",
-        &seconds.to_string(),
-    ]))
+    run_test_bin("fuzz-stable", &["--seconds", &seconds.to_string()])
 }

@@ -44,17 +44,16 @@ pub(crate) fn soak(args: &[String]) -> Result<(), String> {
         [flag, m] if flag == "--minutes" && m.parse::<f64>().is_ok() => m.clone(),
         _ => return Err("usage: cargo xtask soak [--minutes M]".into()),
     };
-    run_cmd(cargo().args([
-        "run",
-        "-q",
-        "-p",
-        "rs2p-tests",
-        "--bin",
-        "soak",
-        "--",
-        "--minutes",
-        &minutes,
-    ]))
+    run_test_bin("soak", &["--minutes", &minutes])
+}
+
+/// Runs one of `rs2p-tests`' binaries (`fuzz-stable`, `soak`) with `args`.
+pub(crate) fn run_test_bin(bin: &str, args: &[&str]) -> Result<(), String> {
+    run_cmd(
+        cargo()
+            .args(["run", "-q", "-p", "rs2p-tests", "--bin", bin, "--"])
+            .args(args),
+    )
 }
 
 /// The workspace root (the parent of `xtask/`).

@@ -55,14 +55,9 @@ impl ChordMachine {
         from: PeerId,
         join: pb::ChordJoin,
     ) -> Verdict {
-        let Some(n) = join.node.as_ref().and_then(NodeRef::from_pb) else {
-            self.stats.malformed += 1;
+        let Some(n) = self.sender(from, join.node.as_ref()) else {
             return Verdict::Reject;
         };
-        if n.peer != from {
-            self.stats.malformed += 1;
-            return Verdict::Reject;
-        }
         // Only the true successor answers: a stale lookup makes the newcomer try again.
         let mine = self
             .preds
@@ -199,20 +194,25 @@ impl ChordMachine {
         }))
     }
 
+    /// The node a message names as its sender, if it is the peer that sent it (counted as
+    /// malformed otherwise).
+    pub(super) fn sender(&mut self, from: PeerId, node: Option<&pb::ChordNode>) -> Option<NodeRef> {
+        let n = node.and_then(NodeRef::from_pb).filter(|n| n.peer == from);
+        if n.is_none() {
+            self.stats.malformed += 1;
+        }
+        n
+    }
+
     pub(super) fn on_hello(
         &mut self,
         cx: &mut Context<'_>,
         from: PeerId,
         h: pb::ChordHello,
     ) -> Verdict {
-        let Some(node) = h.node.as_ref().and_then(NodeRef::from_pb) else {
-            self.stats.malformed += 1;
+        let Some(node) = self.sender(from, h.node.as_ref()) else {
             return Verdict::Reject;
         };
-        if node.peer != from {
-            self.stats.malformed += 1;
-            return Verdict::Reject;
-        }
         if h.want_reply {
             cx.whisper(from, self.hello());
         }

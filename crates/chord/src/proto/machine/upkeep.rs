@@ -119,14 +119,9 @@ impl ChordMachine {
         from: PeerId,
         st: pb::ChordStabilize,
     ) -> Verdict {
-        let Some(n) = st.node.as_ref().and_then(NodeRef::from_pb) else {
-            self.stats.malformed += 1;
+        let Some(n) = self.sender(from, st.node.as_ref()) else {
             return Verdict::Reject;
         };
-        if n.peer != from {
-            self.stats.malformed += 1;
-            return Verdict::Reject;
-        }
         if !self.joined {
             return Verdict::Ignore;
         }

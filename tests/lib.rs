@@ -152,3 +152,11 @@ pub async fn handshake_as_new_peer(
     .await
     .map(|c| (identity.peer_id(), c))
 }
+
+/// A fresh, empty directory for one test (under the system's temporary directory; removed
+/// first if a previous run left it).
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rs2p-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}

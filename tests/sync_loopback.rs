@@ -13,6 +13,7 @@ async fn node(cfg: SyncConfig) -> SyncSocket {
     SyncSocket::bind(SyncOptions {
         mesh: MeshOptions::default(),
         sync: cfg,
+        data: None,
     })
     .await
     .unwrap()
@@ -244,6 +245,7 @@ async fn repair_after_missing_one_percent_costs_the_difference_not_the_dictionar
         SyncOptions {
             mesh,
             sync: SyncConfig::default(),
+            data: None,
         }
     };
     let a = SyncSocket::bind(quiet()).await.unwrap();

@@ -94,6 +94,11 @@ impl Keypair {
         Self(SigningKey::from_bytes(&seed))
     }
 
+    /// The 32 secret bytes (`from_seed` of them gives this key pair back). Keep them secret.
+    pub fn secret_bytes(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
     /// This key pair's peer id.
     pub fn peer_id(&self) -> PeerId {
         PeerId(self.0.verifying_key().to_bytes())

@@ -33,6 +33,9 @@ pub enum ChordError {
     /// The mesh underneath failed.
     #[error("mesh: {0}")]
     Mesh(String),
+    /// The data directory could not be opened or written.
+    #[error("data directory: {0}")]
+    Data(String),
 }
 
 #[cfg(feature = "net")]

@@ -58,3 +58,5 @@ pub use error::ChordError;
 #[cfg(feature = "net")]
 pub use net::{ChordOptions, ChordSocket};
 pub use proto::{ChordMachine, ChordStats, Completion, NodeRef, Outcome, PROTOCOL};
+#[cfg(feature = "net")]
+pub use rs2p_persist::{DataOptions, DiskStats};

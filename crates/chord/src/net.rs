@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rs2p_base::{Keypair, PeerId};
 use rs2p_mesh::{Context, Handler, InboundMessage, MeshOptions, MeshSocket, Verdict};
+use rs2p_persist::{DataOptions, DiskLink, DiskStats, Expect, KeyEntry, Op};
 use tokio::sync::oneshot;
 
 use crate::proto::{ChordMachine, ChordStats, Completion, NodeRef, Outcome, PROTOCOL};
@@ -22,6 +23,11 @@ pub struct ChordOptions {
     pub mesh: MeshOptions,
     /// The ring's settings.
     pub chord: ChordConfig,
+    /// Where to keep the node's identity and the records it holds across restarts (see
+    /// `rs2p_persist`); `None` (the default) keeps everything in memory. A chord write is
+    /// acknowledged by the key's owner, so `durable` is refused here: the records a node holds
+    /// are group-committed, and copies on `replicas` nodes cover a crash.
+    pub data: Option<DataOptions>,
 }
 
 impl Default for ChordOptions {
@@ -31,6 +37,7 @@ impl Default for ChordOptions {
         Self {
             mesh,
             chord: ChordConfig::default(),
+            data: None,
         }
     }
 }
@@ -38,9 +45,29 @@ impl Default for ChordOptions {
 struct Inner {
     machine: ChordMachine,
     waiters: HashMap<u64, oneshot::Sender<Completion>>,
+    disk: Option<Arc<DiskLink>>,
 }
 
 impl Inner {
+    fn persist(&mut self) {
+        let Some(disk) = &self.disk else { return };
+        let keys = self.machine.take_dirty();
+        if keys.is_empty() {
+            return;
+        }
+        let store = self.machine.store();
+        disk.submit(keys.into_iter().map(|k| match store.get(&k) {
+            Some(s) => Op::Put(
+                k,
+                KeyEntry {
+                    records: vec![s.clone()],
+                    ..KeyEntry::default()
+                },
+            ),
+            None => Op::Del(k),
+        }));
+    }
+
     fn deliver(&mut self) {
         for c in self.machine.take_completions() {
             if let Some(tx) = self.waiters.remove(&c.id) {
@@ -63,6 +90,7 @@ impl Shared {
     fn with<R>(&self, f: impl FnOnce(&mut ChordMachine) -> R) -> R {
         let mut inner = self.lock();
         let r = f(&mut inner.machine);
+        inner.persist();
         inner.deliver();
         r
     }
@@ -118,18 +146,59 @@ fn bytes(b: impl AsRef<[u8]>) -> Bytes {
 }
 
 impl ChordSocket {
-    /// Starts a mesh node and the chord socket on it.
+    /// Starts a mesh node and the chord socket on it. With [`ChordOptions::data`], the node's
+    /// identity and records come from (and go to) its data directory.
     pub async fn bind(mut opts: ChordOptions) -> Result<Self, ChordError> {
+        let network_id = *opts.mesh.network.id();
+        let mut restored = None;
+        let disk =
+            match &opts.data {
+                Some(data) if data.durable => return Err(ChordError::Data(
+                    "durable mode is for the sync socket: a chord write is acknowledged by its \
+                     owner, and kept by its replicas"
+                        .into(),
+                )),
+                Some(data) => {
+                    let expect = Expect {
+                        kind: "chord",
+                        network: network_id,
+                        settings: String::new(),
+                        keypair: opts.mesh.keypair.clone(),
+                    };
+                    let data = data.clone();
+                    let (link, loaded) =
+                        tokio::task::spawn_blocking(move || DiskLink::open(&data, expect))
+                            .await
+                            .map_err(|e| ChordError::Data(e.to_string()))?
+                            .map_err(|e| ChordError::Data(e.to_string()))?;
+                    opts.mesh.keypair = Some(loaded.keypair.clone());
+                    restored = Some(loaded);
+                    Some(link)
+                }
+                None => None,
+            };
         let keypair = opts
             .mesh
             .keypair
             .get_or_insert_with(Keypair::generate)
             .clone();
-        let network_id = *opts.mesh.network.id();
-        let mesh = MeshSocket::bind(opts.mesh).await?;
+        let mut machine = ChordMachine::new(opts.chord.clone(), keypair, network_id);
+        if let Some(loaded) = restored {
+            machine.restore(loaded.keys.into_iter().flat_map(|(_, e)| e.records));
+        }
+        let mesh = match MeshSocket::bind(opts.mesh).await {
+            Ok(m) => m,
+            Err(e) => {
+                if let Some(d) = &disk {
+                    let _ = d.close();
+                }
+                return Err(e.into());
+            }
+        };
         let shared = Shared(Arc::new(Mutex::new(Inner {
-            machine: ChordMachine::new(opts.chord.clone(), keypair, network_id),
+            machine,
             waiters: HashMap::new(),
+            disk,
         })));
         mesh.register(shared.clone()).await?;
         Ok(Self {
@@ -384,6 +453,19 @@ impl ChordSocket {
             .await;
         // Let the hand-over frames leave before the connections close.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        Ok(self.mesh.close().await?)
+        let closed = self.mesh.close().await;
+        let disk = self.shared.lock().disk.clone();
+        if let Some(d) = disk {
+            tokio::task::spawn_blocking(move || d.close())
+                .await
+                .map_err(|e| ChordError::Data(e.to_string()))?
+                .map_err(|e| ChordError::Data(e.to_string()))?;
+        }
+        Ok(closed?)
+    }
+
+    /// The data directory's counters (commits, keys written), if the node has one.
+    pub fn disk_stats(&self) -> Option<DiskStats> {
+        self.shared.lock().disk.as_ref().map(|d| d.stats())
     }
 }

@@ -43,4 +43,4 @@ pub mod record;
 pub mod resolve;
 
 pub use error::RecordError;
-pub use record::{open, regroup, seal, short, BatchAuth, Limits, Record, Stored};
+pub use record::{open, regroup, reopen, seal, short, BatchAuth, Limits, Record, Stored};

@@ -233,6 +233,36 @@ pub fn open(batch: pb::RecordBatch, limits: &Limits) -> Result<Vec<Arc<Stored>>,
     Ok(out)
 }
 
+/// Rebuilds a stored record from its exact signed bytes and its batch's proof, as kept in a data
+/// directory. The signature is not checked again (the record was verified before it was stored);
+/// the leaf hash and the owner are, so a damaged or mismatched record is refused as
+/// [`RecordError::Malformed`] rather than stored under another record's proof.
+pub fn reopen(raw: Bytes, auth: Arc<BatchAuth>, index: u32) -> Result<Arc<Stored>, RecordError> {
+    if auth.leaves.get(index as usize) != Some(&merkle::leaf(&raw)) {
+        return Err(RecordError::Malformed);
+    }
+    let p: pb::Record =
+        rs2p_base::wire::decode_bytes(raw.clone()).map_err(|_| RecordError::Malformed)?;
+    if p.owner.as_ref() != auth.owner.as_bytes() {
+        return Err(RecordError::OwnerMismatch);
+    }
+    let record = Record {
+        key: p.key,
+        value: p.value,
+        tombstone: p.tombstone,
+        owner: auth.owner,
+        issued_at: p.issued_at_ms,
+        version: p.version,
+        lease_until: p.lease_until_ms,
+    };
+    Ok(Arc::new(Stored {
+        record,
+        raw,
+        auth,
+        index,
+    }))
+}
+
 fn check(p: pb::Record, owner: PeerId, l: &Limits) -> Result<Record, RecordError> {
     if p.owner.as_ref() != owner.as_bytes() {
         return Err(RecordError::OwnerMismatch);

@@ -31,6 +31,10 @@ pub enum SetError {
     /// The socket is closed.
     #[error("the sync socket is closed")]
     Closed,
+    /// Durable mode: the write is applied and sent to peers, but writing it to the data
+    /// directory failed (it stays queued and is retried).
+    #[error("the write is not on disk: {0}")]
+    Storage(String),
 }
 
 /// Why a `del`, `pop` or `popitem` failed.
@@ -51,6 +55,9 @@ pub enum DelError {
     /// The socket is closed.
     #[error("the sync socket is closed")]
     Closed,
+    /// As [`SetError::Storage`].
+    #[error("the delete is not on disk: {0}")]
+    Storage(String),
 }
 
 impl From<SetError> for DelError {
@@ -58,6 +65,7 @@ impl From<SetError> for DelError {
         match e {
             SetError::LeaseHeld { owner, until } => DelError::LeaseHeld { owner, until },
             SetError::BadKey { .. } => DelError::NotFound,
+            SetError::Storage(e) => DelError::Storage(e),
             _ => DelError::Closed,
         }
     }
@@ -72,4 +80,8 @@ pub enum SyncError {
     /// The mesh underneath failed.
     #[error(transparent)]
     Mesh(#[from] rs2p_mesh::MeshError),
+    /// The data directory could not be opened or written.
+    #[cfg(feature = "net")]
+    #[error(transparent)]
+    Data(#[from] rs2p_persist::PersistError),
 }

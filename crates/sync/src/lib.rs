@@ -55,3 +55,5 @@ mod net;
 #[cfg(feature = "net")]
 pub use net::{SyncEventItem, SyncEvents, SyncOptions, SyncSocket};
 pub use proto::{SyncEvent, SyncMachine, SyncStats, PROTOCOL};
+#[cfg(feature = "net")]
+pub use rs2p_persist::{DataOptions, DiskStats, PersistError};

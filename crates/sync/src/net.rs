@@ -6,6 +6,7 @@ use bytes::Bytes;
 use rs2p_base::{Keypair, PeerId};
 use rs2p_mesh::net::{EventItem, Events};
 use rs2p_mesh::{Context, Handler, InboundMessage, MeshOptions, MeshSocket, Verdict};
+use rs2p_persist::{DataOptions, DiskLink, DiskStats, Expect, KeyEntry, Op};
 use tokio::sync::broadcast;
 
 use crate::proto::{SyncEvent, SyncMachine, SyncStats, PROTOCOL};
@@ -18,7 +19,22 @@ pub struct SyncOptions {
     pub mesh: MeshOptions,
     /// The dictionary's settings.
     pub sync: SyncConfig,
+    /// Where to keep the node's identity and records across restarts (see `rs2p_persist`);
+    /// `None` (the default) keeps everything in memory.
+    pub data: Option<DataOptions>,
 }
+
+/// The settings a data directory records, since they change what its records mean.
+fn settings(cfg: &SyncConfig) -> String {
+    format!(
+        "leasing={} lease_ms={}",
+        u8::from(cfg.leasing),
+        crate::config::ms(cfg.lease)
+    )
+}
+
+/// The store-wide cutoff, kept beside the keys.
+const CUTOFF: &str = "x-sync-cutoff";
 
 /// The machine shared between the mesh task (which calls it as a [`Handler`]) and the user's
 /// handles (which read it directly); events go out through a broadcast channel after every call.
@@ -26,6 +42,7 @@ pub struct SyncOptions {
 struct Shared {
     machine: Arc<Mutex<SyncMachine>>,
     events: broadcast::Sender<SyncEvent>,
+    disk: Option<Arc<DiskLink>>,
 }
 
 impl Shared {
@@ -38,6 +55,26 @@ impl Shared {
         let r = f(&mut m);
         for e in m.take_events() {
             let _ = self.events.send(e);
+        }
+        if let Some(disk) = &self.disk {
+            let (keys, cutoff) = m.take_dirty();
+            if !keys.is_empty() || cutoff.is_some() {
+                let store = m.store();
+                let ops = keys.into_iter().map(|k| match store.key(&k) {
+                    Some(st) => {
+                        let (cutoff, base) = st.checkpoint();
+                        let entry = KeyEntry {
+                            cutoff,
+                            base: base.cloned(),
+                            records: st.records().to_vec(),
+                        };
+                        Op::Put(k, entry)
+                    }
+                    None => Op::Del(k),
+                });
+                let meta = cutoff.map(|c| Op::Meta(CUTOFF.into(), c.to_le_bytes().to_vec()));
+                disk.submit(ops.chain(meta));
+            }
         }
         r
     }
@@ -91,19 +128,68 @@ fn bytes(b: impl AsRef<[u8]>) -> Bytes {
 }
 
 impl SyncSocket {
-    /// Starts a mesh node and the sync socket on it.
+    /// Starts a mesh node and the sync socket on it. With [`SyncOptions::data`], the node's
+    /// identity and dictionary come from (and go to) its data directory; a directory that is
+    /// corrupt, in use, or was written for another network, identity or lease setting is
+    /// refused ([`SyncError::Data`]).
     pub async fn bind(mut opts: SyncOptions) -> Result<Self, SyncError> {
+        let network_id = *opts.mesh.network.id();
+        let mut restored = None;
+        let disk = match &opts.data {
+            Some(data) => {
+                let expect = Expect {
+                    kind: "sync",
+                    network: network_id,
+                    settings: settings(&opts.sync),
+                    keypair: opts.mesh.keypair.clone(),
+                };
+                let data = data.clone();
+                let (link, loaded) =
+                    tokio::task::spawn_blocking(move || DiskLink::open(&data, expect))
+                        .await
+                        .map_err(|e| {
+                            SyncError::Data(rs2p_persist::PersistError::Write(e.to_string()))
+                        })??;
+                opts.mesh.keypair = Some(loaded.keypair.clone());
+                restored = Some(loaded);
+                Some(link)
+            }
+            None => None,
+        };
         let keypair = opts
             .mesh
             .keypair
             .get_or_insert_with(Keypair::generate)
             .clone();
-        let network_id = *opts.mesh.network.id();
-        let mesh = MeshSocket::bind(opts.mesh).await?;
+        let mut machine = SyncMachine::new(opts.sync, keypair, network_id);
+        if let Some(loaded) = restored {
+            let cutoff = loaded
+                .meta
+                .get(CUTOFF)
+                .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+                .map_or(0, u64::from_le_bytes);
+            machine.restore(
+                loaded
+                    .keys
+                    .into_iter()
+                    .map(|(k, e)| (k, e.cutoff, e.base, e.records)),
+                cutoff,
+            );
+        }
+        let mesh = match MeshSocket::bind(opts.mesh).await {
+            Ok(m) => m,
+            Err(e) => {
+                if let Some(d) = &disk {
+                    let _ = d.close();
+                }
+                return Err(e.into());
+            }
+        };
         let (events, _) = broadcast::channel(4096);
         let shared = Shared {
-            machine: Arc::new(Mutex::new(SyncMachine::new(opts.sync, keypair, network_id))),
+            machine: Arc::new(Mutex::new(machine)),
             events,
+            disk,
         };
         mesh.register(shared.clone()).await?;
         Ok(Self { mesh, shared })
@@ -128,6 +214,19 @@ impl SyncSocket {
             .call(PROTOCOL, move |cx| shared.with(|m| f(m, cx)))
             .await
             .ok()
+    }
+
+    /// In durable mode, waits until this node's writes so far are on disk.
+    async fn synced(&self) -> Result<(), String> {
+        match &self.shared.disk {
+            Some(d) => d.synced().await.map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+
+    /// The data directory's counters (commits, keys written), if the node has one.
+    pub fn disk_stats(&self) -> Option<DiskStats> {
+        self.shared.disk.as_ref().map(|d| d.stats())
     }
 
     /// The value of `key`, if it has one.
@@ -192,7 +291,8 @@ impl SyncSocket {
         let (k, v) = (bytes(key), bytes(value));
         self.write(move |m, cx| m.set(cx, k, v))
             .await
-            .unwrap_or(Err(SetError::Closed))
+            .unwrap_or(Err(SetError::Closed))?;
+        self.synced().await.map_err(SetError::Storage)
     }
 
     /// Sets many keys as one signed batch: all or none.
@@ -206,7 +306,8 @@ impl SyncSocket {
             .collect();
         self.write(move |m, cx| m.write(cx, writes))
             .await
-            .unwrap_or(Err(SetError::Closed))
+            .unwrap_or(Err(SetError::Closed))?;
+        self.synced().await.map_err(SetError::Storage)
     }
 
     /// Deletes `key` everywhere, relinquishing this node's lease on it.
@@ -214,22 +315,29 @@ impl SyncSocket {
         let k = bytes(key);
         self.write(move |m, cx| m.del(cx, k))
             .await
-            .unwrap_or(Err(DelError::Closed))
+            .unwrap_or(Err(DelError::Closed))?;
+        self.synced().await.map_err(DelError::Storage)
     }
 
     /// Deletes `key` and returns its value.
     pub async fn pop(&self, key: impl AsRef<[u8]>) -> Result<Bytes, DelError> {
         let k = bytes(key);
-        self.write(move |m, cx| m.pop(cx, k))
+        let v = self
+            .write(move |m, cx| m.pop(cx, k))
             .await
-            .unwrap_or(Err(DelError::Closed))
+            .unwrap_or(Err(DelError::Closed))?;
+        self.synced().await.map_err(DelError::Storage)?;
+        Ok(v)
     }
 
     /// Deletes some key this node may delete, and returns it with its value.
     pub async fn popitem(&self) -> Result<(Bytes, Bytes), DelError> {
-        self.write(|m, cx| m.popitem(cx))
+        let kv = self
+            .write(|m, cx| m.popitem(cx))
             .await
-            .unwrap_or(Err(DelError::Closed))
+            .unwrap_or(Err(DelError::Closed))?;
+        self.synced().await.map_err(DelError::Storage)?;
+        Ok(kv)
     }
 
     /// The dictionary's counters.
@@ -243,9 +351,15 @@ impl SyncSocket {
         Events::new(self.shared.events.subscribe())
     }
 
-    /// Closes the node.
+    /// Closes the node; with a data directory, writes what is queued and closes it too.
     pub async fn close(&self) -> Result<(), SyncError> {
-        Ok(self.mesh.close().await?)
+        let closed = self.mesh.close().await;
+        if let Some(d) = self.shared.disk.clone() {
+            tokio::task::spawn_blocking(move || d.close())
+                .await
+                .map_err(|e| SyncError::Data(rs2p_persist::PersistError::Write(e.to_string())))??;
+        }
+        Ok(closed?)
     }
 }
 

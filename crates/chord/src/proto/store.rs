@@ -1,7 +1,7 @@
 //! The records a chord node holds: its own keys and its replicas of its predecessors' keys,
 //! ordered by ring position so that arcs are ranges.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -15,6 +15,8 @@ use crate::ring::{key_pos, Pos};
 pub struct Store {
     records: BTreeMap<(Pos, Bytes), Arc<Stored>>,
     live: usize,
+    /// Keys changed since the last [`Store::take_dirty`], when changes are tracked.
+    dirty: Option<HashSet<Bytes>>,
 }
 
 /// What [`Store::apply`] did.
@@ -44,10 +46,26 @@ impl Store {
                     (true, true) => self.live -= 1,
                     _ => {}
                 }
+                if let Some(d) = &mut self.dirty {
+                    d.insert(k.1.clone());
+                }
                 self.records.insert(k, s);
                 Applied::New
             }
         }
+    }
+
+    /// From now on, remember which keys change (for a data directory).
+    pub fn track_changes(&mut self) {
+        self.dirty.get_or_insert_with(HashSet::new);
+    }
+
+    /// The keys changed since the last call (empty unless changes are tracked).
+    pub fn take_dirty(&mut self) -> Vec<Bytes> {
+        self.dirty
+            .as_mut()
+            .map(|d| d.drain().collect())
+            .unwrap_or_default()
     }
 
     /// The key's newest record here (possibly a tombstone).
@@ -120,8 +138,16 @@ impl Store {
     /// them); returns how many.
     pub fn retain_arc(&mut self, from: Pos, to: Pos) -> usize {
         let before = self.records.len();
-        self.records
-            .retain(|(p, _), _| crate::ring::in_arc(*p, from, to));
+        let dirty = &mut self.dirty;
+        self.records.retain(|(p, k), _| {
+            let keep = crate::ring::in_arc(*p, from, to);
+            if !keep {
+                if let Some(d) = dirty.as_mut() {
+                    d.insert(k.clone());
+                }
+            }
+            keep
+        });
         self.live = self
             .records
             .values()

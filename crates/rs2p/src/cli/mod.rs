@@ -59,6 +59,14 @@ enum Command {
         /// Answer in JSON, one object per line.
         #[arg(long)]
         json: bool,
+        /// Keep the node's identity and records in this directory (created if missing), so a
+        /// restarted node comes back with the same id, its leases and its data.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<std::path::PathBuf>,
+        /// With --data-dir: acknowledge a write only once it is on disk (default: at once, on
+        /// disk with the next group commit, a few milliseconds later).
+        #[arg(long, requires = "data_dir")]
+        durable: bool,
     },
 }
 
@@ -81,6 +89,8 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
             network,
             no_leasing,
             json,
+            data_dir,
+            durable,
         } => {
             node::run(node::NodeArgs {
                 listen,
@@ -89,6 +99,7 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
                 leasing: !no_leasing,
                 json,
                 chord: socket == SocketKind::Chord,
+                data: data_dir.map(|d| rs2p_sync::DataOptions::new(d).durable(durable)),
             })
             .await
         }

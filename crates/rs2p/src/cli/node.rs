@@ -20,6 +20,7 @@ pub(crate) struct NodeArgs {
     pub(crate) leasing: bool,
     pub(crate) json: bool,
     pub(crate) chord: bool,
+    pub(crate) data: Option<rs2p_sync::DataOptions>,
 }
 
 /// The socket a node runs: the same commands work on both.
@@ -124,6 +125,7 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
             config: opts.mesh.config,
             ..mesh
         };
+        opts.data = args.data;
         Socket::Chord(
             ChordSocket::bind(opts)
                 .await
@@ -133,9 +135,13 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
         let mut sync = SyncConfig::default();
         sync.leasing = args.leasing;
         Socket::Sync(
-            SyncSocket::bind(SyncOptions { mesh, sync })
-                .await
-                .map_err(|e| format!("cannot start the node on {}: {e}", args.listen))?,
+            SyncSocket::bind(SyncOptions {
+                mesh,
+                sync,
+                data: args.data,
+            })
+            .await
+            .map_err(|e| format!("cannot start the node on {}: {e}", args.listen))?,
         )
     };
     for peer in args.peers {
@@ -244,6 +250,9 @@ fn set_error(e: SetError) -> Value {
         SetError::ValueTooLarge { .. } => {
             json!({"ok": false, "error": "value_too_large", "message": e.to_string()})
         }
+        SetError::Storage(_) => {
+            json!({"ok": false, "error": "storage", "message": e.to_string()})
+        }
         other => json!({"ok": false, "error": "closed", "message": other.to_string()}),
     }
 }
@@ -254,6 +263,9 @@ fn del_error(e: DelError) -> Value {
             json!({"ok": false, "error": "lease_held", "owner": owner.to_string(), "until_ms": until})
         }
         DelError::NotFound => json!({"ok": false, "error": "not_found"}),
+        DelError::Storage(_) => {
+            json!({"ok": false, "error": "storage", "message": e.to_string()})
+        }
         other => json!({"ok": false, "error": "closed", "message": other.to_string()}),
     }
 }

@@ -134,6 +134,35 @@ impl SyncMachine {
         }
     }
 
+    /// Puts back what a data directory kept: every key's checkpoint and records, and the
+    /// store-wide cutoff; from now on the store tracks which keys change
+    /// ([`SyncMachine::take_dirty`]). This node's own records set its clock and version floor,
+    /// so its next write sorts after all of them.
+    pub fn restore(
+        &mut self,
+        keys: impl IntoIterator<Item = (Bytes, u64, Option<Arc<Stored>>, Vec<Arc<Stored>>)>,
+        cutoff: u64,
+    ) {
+        let me = self.keypair.peer_id();
+        self.store.track_changes();
+        self.store.restore_cutoff(cutoff);
+        for (key, c, base, records) in keys {
+            for r in base.iter().chain(&records) {
+                if r.record.owner == me {
+                    self.last_issued = self.last_issued.max(r.record.issued_at);
+                    self.last_version = self.last_version.max(r.record.version);
+                }
+            }
+            self.store.restore(key, c, base, records);
+        }
+    }
+
+    /// The keys changed since the last call and the new store-wide cutoff, if it moved (for a
+    /// data directory; empty until [`SyncMachine::restore`] turned tracking on).
+    pub fn take_dirty(&mut self) -> (Vec<Bytes>, Option<u64>) {
+        self.store.take_dirty()
+    }
+
     /// The dictionary.
     pub fn store(&self) -> &Store {
         &self.store

@@ -30,7 +30,7 @@
 //!   is not: a peer that lies can choose, among real records issued before the cutoff, which one
 //!   a node that lacks them adopts.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -185,6 +185,9 @@ pub struct Store {
     records: usize,
     /// The latest cutoff pruned to: records issued before it are refused for any key.
     cutoff: u64,
+    /// Keys changed since the last [`Store::take_dirty`], when changes are tracked.
+    dirty: Option<HashSet<Bytes>>,
+    cutoff_dirty: bool,
 }
 
 impl Store {
@@ -198,6 +201,8 @@ impl Store {
             live: 0,
             records: 0,
             cutoff: 0,
+            dirty: None,
+            cutoff_dirty: false,
         }
     }
 
@@ -294,6 +299,85 @@ impl Store {
         (h.owner != writer && h.lease_until > now).then_some((h.owner, h.lease_until))
     }
 
+    /// From now on, remember which keys change (for a data directory: see
+    /// [`Store::take_dirty`]).
+    pub fn track_changes(&mut self) {
+        self.dirty.get_or_insert_with(HashSet::new);
+    }
+
+    fn mark(&mut self, key: &Bytes) {
+        if let Some(d) = &mut self.dirty {
+            d.insert(key.clone());
+        }
+    }
+
+    /// The keys whose state changed (or that were forgotten) since the last call, and the new
+    /// store-wide cutoff if it moved. Empty unless [`Store::track_changes`] was called.
+    pub fn take_dirty(&mut self) -> (Vec<Bytes>, Option<u64>) {
+        let keys = self
+            .dirty
+            .as_mut()
+            .map(|d| d.drain().collect())
+            .unwrap_or_default();
+        let cutoff = std::mem::take(&mut self.cutoff_dirty).then_some(self.cutoff);
+        (keys, cutoff)
+    }
+
+    /// Puts back a key's state as a data directory kept it (on a store that does not hold the
+    /// key yet): its checkpoint and records, in any order. Records that the fold would not keep
+    /// (without leasing, all but the greatest) are dropped.
+    pub fn restore(
+        &mut self,
+        key: Bytes,
+        cutoff: u64,
+        base: Option<Arc<Stored>>,
+        mut records: Vec<Arc<Stored>>,
+    ) {
+        if self.keys.contains_key(&key) {
+            return;
+        }
+        records.sort_by(|a, b| order(a).cmp(&order(b)));
+        records.dedup_by(|a, b| a.leaf() == b.leaf());
+        let (cutoff, base) = if self.leasing {
+            (cutoff, base)
+        } else {
+            if let Some(last) = records.pop() {
+                records = vec![last];
+            }
+            (0, None)
+        };
+        if base.is_none() && records.is_empty() {
+            return;
+        }
+        let kh = key_hash(&key);
+        let mut state = KeyState {
+            cutoff,
+            base,
+            records,
+            ..KeyState::default()
+        };
+        let hashes: Vec<u64> = state
+            .base
+            .iter()
+            .chain(&state.records)
+            .map(|r| r.short_hash())
+            .collect();
+        for h in &hashes {
+            state.digest ^= h;
+            Self::toggle(&mut self.tree, kh, *h);
+        }
+        state.refold(self.leasing);
+        self.records += hashes.len();
+        self.live += usize::from(state.visible().is_some());
+        self.by_hash.insert(kh, key.clone());
+        self.keys.insert(key, state);
+    }
+
+    /// Sets the store-wide cutoff as a data directory kept it.
+    pub fn restore_cutoff(&mut self, cutoff: u64) {
+        self.cutoff = self.cutoff.max(cutoff);
+    }
+
     fn state_mut(&mut self, key: &Bytes) -> &mut KeyState {
         if !self.keys.contains_key(key) {
             self.by_hash.insert(key_hash(key), key.clone());
@@ -371,6 +455,7 @@ impl Store {
         for t in toggles {
             Self::toggle(&mut self.tree, kh, t);
         }
+        self.mark(&key);
         self.change(before, after, !last, sk)
     }
 
@@ -412,6 +497,7 @@ impl Store {
             return;
         }
         self.cutoff = cutoff;
+        self.cutoff_dirty = true;
         let keys: Vec<Bytes> = self
             .keys
             .iter()
@@ -479,6 +565,7 @@ impl Store {
         for h in dropped {
             Self::toggle(&mut self.tree, kh, h);
         }
+        self.mark(key);
         if forget {
             self.keys.remove(key);
             self.by_hash.remove(&kh);
@@ -524,6 +611,9 @@ impl Store {
                 self.keys.remove(key);
                 self.by_hash.remove(&kh);
             }
+            if !known || forget {
+                self.mark(key);
+            }
             return Change::Known;
         }
         let theirs = holder.expect("replace implies a holder");
@@ -542,6 +632,7 @@ impl Store {
         for t in toggles {
             Self::toggle(&mut self.tree, kh, t);
         }
+        self.mark(key);
         self.change(before, after, true, theirs.record.sort_key())
     }
 }
@@ -792,6 +883,64 @@ mod tests {
                 }
             }
             prop_assert_eq!(snapshot(&fresh), snapshot(&full));
+        }
+
+        /// A data directory that writes every key `take_dirty` names (at arbitrary moments,
+        /// with pruning and checkpoint merges in between) holds, restored into a fresh store,
+        /// exactly the dictionary, records, digests and cutoff of the live one.
+        #[test]
+        fn restoring_what_the_dirty_keys_wrote_gives_the_same_store(
+            writes in arb_timed(),
+            flush_at in proptest::collection::vec(any::<bool>(), 40),
+            prune_at in proptest::collection::vec(any::<bool>(), 40),
+            leasing in any::<bool>(),
+        ) {
+            type Disk = HashMap<Bytes, (u64, Option<Arc<Stored>>, Vec<Arc<Stored>>)>;
+            fn flush(s: &mut Store, disk: &mut Disk, disk_cutoff: &mut u64) {
+                let (keys, cutoff) = s.take_dirty();
+                for k in keys {
+                    match s.key(&k) {
+                        Some(st) => {
+                            let (c, b) = st.checkpoint();
+                            disk.insert(k, (c, b.cloned(), st.records().to_vec()));
+                        }
+                        None => {
+                            disk.remove(&k);
+                        }
+                    }
+                }
+                if let Some(c) = cutoff {
+                    *disk_cutoff = c;
+                }
+            }
+            let mut arrivals = timed_records(&writes);
+            arrivals.sort_by_key(|(at, r)| (*at, r.record.sort_key()));
+            let mut live = Store::new(leasing);
+            live.track_changes();
+            let mut disk = Disk::new();
+            let mut disk_cutoff = 0;
+            for (i, (at, r)) in arrivals.iter().enumerate() {
+                if prune_at[i % prune_at.len()] {
+                    live.prune(cutoff_at(*at, HORIZON));
+                }
+                live.insert(r.clone());
+                if flush_at[i % flush_at.len()] {
+                    flush(&mut live, &mut disk, &mut disk_cutoff);
+                }
+            }
+            live.prune(cutoff_at(arrivals.last().map_or(0, |(at, _)| *at) + HORIZON, HORIZON));
+            flush(&mut live, &mut disk, &mut disk_cutoff);
+            let mut back = Store::new(leasing);
+            back.restore_cutoff(disk_cutoff);
+            for (k, (c, b, rs)) in disk {
+                back.restore(k, c, b, rs);
+            }
+            prop_assert_eq!(snapshot(&back), snapshot(&live));
+            prop_assert_eq!(&back.tree, &live.tree);
+            prop_assert_eq!(back.record_count(), live.record_count());
+            prop_assert_eq!(back.key_count(), live.key_count());
+            prop_assert_eq!(back.len(), live.len());
+            prop_assert_eq!(back.cutoff(), live.cutoff());
         }
 
         /// After a breach of the guarantee (checkpoints that disagree), merging them in any order

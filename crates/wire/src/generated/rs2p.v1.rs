@@ -566,3 +566,40 @@ pub mod goodbye {
         }
     }
 }
+/// One signed batch, stored once however many of its records are kept (table `batches`, keyed
+/// by its 64-byte signature).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DiskBatch {
+    /// The signer's PeerId (32 bytes).
+    #[prost(bytes = "bytes", tag = "1")]
+    pub owner: ::prost::bytes::Bytes,
+    /// Every leaf hash of the batch, 32 bytes each, concatenated in order.
+    #[prost(bytes = "bytes", tag = "2")]
+    pub leaves: ::prost::bytes::Bytes,
+}
+/// One stored record: its exact signed bytes and where its proof is.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DiskRecord {
+    /// The encoded `Record`, exactly as signed.
+    #[prost(bytes = "bytes", tag = "1")]
+    pub raw: ::prost::bytes::Bytes,
+    /// The signature of its batch (the key into `batches`).
+    #[prost(bytes = "bytes", tag = "2")]
+    pub batch: ::prost::bytes::Bytes,
+    /// Its position in the batch.
+    #[prost(uint32, tag = "3")]
+    pub index: u32,
+}
+/// Everything kept for one key (table `keys`, keyed by the key's bytes): the sync socket's
+/// checkpoint and records, or the chord socket's one newest record.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct DiskKey {
+    /// Records issued before this were folded into `base` (sync with leasing; else 0).
+    #[prost(uint64, tag = "1")]
+    pub cutoff_ms: u64,
+    /// The checkpoint's holder, if any.
+    #[prost(message, optional, tag = "2")]
+    pub base: ::core::option::Option<DiskRecord>,
+    #[prost(message, repeated, tag = "3")]
+    pub records: ::prost::alloc::vec::Vec<DiskRecord>,
+}

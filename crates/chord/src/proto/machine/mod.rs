@@ -330,6 +330,24 @@ impl ChordMachine {
         v
     }
 
+    /// Puts back the records a data directory kept, and from then on tracks which keys change
+    /// ([`ChordMachine::take_dirty`]). This node's own records set its clock and version floor.
+    pub fn restore(&mut self, records: impl IntoIterator<Item = Arc<Stored>>) {
+        for s in records {
+            if s.record.owner == self.me.peer {
+                self.last_issued = self.last_issued.max(s.record.issued_at);
+                self.last_version = self.last_version.max(s.record.version);
+            }
+            self.store.apply(s);
+        }
+        self.store.track_changes();
+    }
+
+    /// The keys whose record here changed since the last call (for a data directory).
+    pub fn take_dirty(&mut self) -> Vec<Bytes> {
+        self.store.take_dirty()
+    }
+
     /// The records held here (owned and replicated).
     pub fn store(&self) -> &Store {
         &self.store

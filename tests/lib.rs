@@ -92,6 +92,12 @@ impl NodeProc {
             .unwrap_or_else(|e| panic!("{line:?} answered {answer:?}: {e}"))
     }
 
+    /// Sends one command line without reading its answer (to kill the node mid-command).
+    pub fn send(&mut self, line: &str) {
+        writeln!(self.stdin, "{line}").expect("the node's stdin");
+        self.stdin.flush().expect("the node's stdin");
+    }
+
     /// Sends `quit` and waits for the exit status.
     pub fn quit(mut self) -> bool {
         let _ = writeln!(self.stdin, "quit");

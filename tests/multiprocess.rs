@@ -91,7 +91,11 @@ fn four_chord_processes_store_a_ring_and_survive_a_sigkill() {
 #[test]
 fn a_node_killed_mid_write_restarts_from_its_data_directory() {
     for durable in [true, false] {
-        let dir = rs2p_tests::scratch_dir(if durable { "kill-durable" } else { "kill-default" });
+        let dir = rs2p_tests::scratch_dir(if durable {
+            "kill-durable"
+        } else {
+            "kill-default"
+        });
         let dir_s = dir.display().to_string();
         let mut extra = vec!["--data-dir", dir_s.as_str()];
         if durable {

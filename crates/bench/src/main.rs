@@ -409,6 +409,94 @@ fn py2p_chord(gets: usize) -> Option<Result> {
     })
 }
 
+/// Storage modes compared by `sync-persist`.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Memory,
+    GroupCommit,
+    Durable,
+}
+
+/// Sustained writes on a 3-node mesh, each node with its own data directory (or none): 4 tasks
+/// on one node each `set` keys one after another; writes per second until every node holds them.
+async fn sync_persist(mode: Mode, writes: usize, reps: usize) -> Result {
+    let mut samples = Vec::new();
+    let mut commits = 0u64;
+    for rep in 0..reps {
+        let dirs: Vec<_> = (0..3)
+            .map(|i| {
+                std::env::temp_dir().join(format!("rs2p-bench-{}-{rep}-{i}", std::process::id()))
+            })
+            .collect();
+        let mut nodes: Vec<SyncSocket> = Vec::new();
+        for d in &dirs {
+            let _ = std::fs::remove_dir_all(d);
+            let mut o = SyncOptions::default();
+            if mode != Mode::Memory {
+                o.data = Some(rs2p::sync::DataOptions::new(d).durable(mode == Mode::Durable));
+            }
+            let s = SyncSocket::bind(o).await.expect("bind");
+            if let Some(first) = nodes.first() {
+                s.mesh()
+                    .connect(first.mesh().local_addr())
+                    .await
+                    .expect("connect");
+            }
+            nodes.push(s);
+        }
+        for s in &nodes {
+            while s.mesh().peers().await.expect("peers").len() < 2 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        let t0 = Instant::now();
+        let tasks: Vec<_> = (0..4)
+            .map(|t| {
+                let s = nodes[0].clone();
+                tokio::spawn(async move {
+                    for k in (t..writes).step_by(4) {
+                        s.set(format!("key{k:08}-pad-32-bytes-long-xx"), [b'v'; 100])
+                            .await
+                            .expect("set");
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("writer");
+        }
+        while nodes.iter().any(|s| s.len() < writes) {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        samples.push(writes as f64 / t0.elapsed().as_secs_f64());
+        commits += nodes[0].disk_stats().map_or(0, |d| d.commits);
+        for s in &nodes {
+            let _ = s.close().await;
+        }
+        for d in &dirs {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+    let name = match mode {
+        Mode::Memory => "in memory",
+        Mode::GroupCommit => "--data-dir",
+        Mode::Durable => "--data-dir --durable",
+    };
+    Result {
+        scenario: format!("sync-persist {name}"),
+        unit: "w/s",
+        samples,
+        note: if mode == Mode::Memory {
+            format!("3 nodes, {writes} sets by 4 tasks, until all hold them")
+        } else {
+            format!(
+                "same; {:.1} writes per commit on the writing node",
+                (writes * reps) as f64 / commits.max(1) as f64
+            )
+        },
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -428,6 +516,17 @@ async fn main() {
             let (p2, p8) = sync_p2(n, 100 * scale).await;
             results.push(p2);
             results.push(p8);
+        }
+    }
+    if want("sync-persist") {
+        let writes = if quick { 5_000 } else { 20_000 };
+        for mode in [Mode::Memory, Mode::GroupCommit, Mode::Durable] {
+            let w = if mode == Mode::Durable {
+                writes / 4
+            } else {
+                writes
+            };
+            results.push(sync_persist(mode, w, 3).await);
         }
     }
     if want("sync-P7") {

@@ -27,6 +27,17 @@ impl KeyEntry {
     }
 }
 
+/// The proof of a record signed alone: its batch is the record's own leaf (not stored in the
+/// `batches` table).
+fn alone(raw: &[u8], signature: Signature, leaf: Hash256) -> Option<Arc<BatchAuth>> {
+    let p: pb::Record = prost::Message::decode(raw).ok()?;
+    Some(Arc::new(BatchAuth {
+        owner: PeerId::from_slice(&p.owner)?,
+        signature,
+        leaves: vec![leaf],
+    }))
+}
+
 pub(crate) fn batch_to_disk(auth: &BatchAuth) -> pb::DiskBatch {
     pb::DiskBatch {
         owner: Bytes::copy_from_slice(auth.owner.as_bytes()),
@@ -57,6 +68,12 @@ fn record_to_disk(s: &Stored) -> pb::DiskRecord {
         raw: s.raw.clone(),
         batch: Bytes::copy_from_slice(&s.auth.signature),
         index: s.index,
+        alone: s.auth.leaves.len() == 1,
+        leaf: if s.auth.leaves.len() == 1 {
+            Bytes::copy_from_slice(s.leaf())
+        } else {
+            Bytes::new()
+        },
     }
 }
 
@@ -76,7 +93,12 @@ pub(crate) fn key_from_disk(
 ) -> Option<KeyEntry> {
     let one = |r: pb::DiskRecord| -> Option<Arc<Stored>> {
         let sig: Signature = r.batch.as_ref().try_into().ok()?;
-        let auth = batches.get(&sig)?.clone();
+        let auth = if r.alone {
+            let leaf = Hash256::try_from(r.leaf.as_ref()).ok()?;
+            alone(&r.raw, sig, leaf)?
+        } else {
+            batches.get(&sig)?.clone()
+        };
         let s = reopen(r.raw, auth, r.index).ok()?;
         (s.record.key.as_ref() == key).then_some(s)
     };
@@ -141,6 +163,12 @@ mod tests {
             prop_assert_eq!(got.cutoff, cutoff);
             prop_assert_eq!(&got.records[0].record, &s.record);
             prop_assert_eq!(got.records[0].leaf(), s.leaf());
+            // A record signed alone needs no stored batch.
+            let no_batches = HashMap::new();
+            prop_assert_eq!(
+                key_from_disk(&keys[0].0, disk.clone(), &no_batches).is_some(),
+                keys.len() == 1
+            );
             // Another key's name, or one flipped bit of the record, is refused.
             let mut other = keys[0].0.clone();
             other.push(0);

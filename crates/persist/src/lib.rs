@@ -50,7 +50,7 @@ mod error;
 mod link;
 
 pub use codec::KeyEntry;
-pub use disk::{Committed, DataOptions, Disk, DiskStats, Expect, Loaded, Op, FILE, FORMAT};
+pub use disk::{Committed, DataOptions, Disk, DiskStats, Expect, Loaded, Op, FILE, FORMAT, GATHER};
 pub use error::PersistError;
 #[cfg(feature = "async")]
 pub use link::DiskLink;

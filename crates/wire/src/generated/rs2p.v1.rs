@@ -589,6 +589,13 @@ pub struct DiskRecord {
     /// Its position in the batch.
     #[prost(uint32, tag = "3")]
     pub index: u32,
+    /// True when the batch is this record alone: it is not in `batches`, its one leaf is the
+    /// record's own hash and its owner the record's.
+    #[prost(bool, tag = "4")]
+    pub alone: bool,
+    /// When `alone`: the record's leaf hash as signed, so damage to `raw` is still caught.
+    #[prost(bytes = "bytes", tag = "5")]
+    pub leaf: ::prost::bytes::Bytes,
 }
 /// Everything kept for one key (table `keys`, keyed by the key's bytes): the sync socket's
 /// checkpoint and records, or the chord socket's one newest record.

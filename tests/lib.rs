@@ -1,5 +1,6 @@
 //! Helpers shared by rs2p's workspace integration tests.
 
+pub mod hosts;
 pub mod sync_world;
 
 use std::io::{BufRead, BufReader, Write};

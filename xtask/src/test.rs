@@ -7,7 +7,8 @@
 //! 5. the fuzz targets compile (`fuzz/`, its own workspace)
 //! 6. the `rs2p` binary the multi-process tests spawn
 //! 7. every unit, property, simulation, loopback and multi-process test
-//! 8. the network-namespace tier, when running as root (skipped with a message otherwise)
+//! 8. the network-namespace tier and the five-host chaos tier, when running as root (skipped
+//!    with a message otherwise)
 
 use std::process::Command;
 
@@ -82,8 +83,30 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             "--ignored",
             "--test-threads=1",
         ]))?;
+        step("chaos: five hosts with data directories (partition, SIGKILL, loss, stalled link)");
+        if Command::new("nft")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            run_cmd(cargo().args([
+                "test",
+                "-p",
+                "rs2p-tests",
+                "--test",
+                "chaos",
+                "--",
+                "--ignored",
+                "--nocapture",
+            ]))?;
+        } else {
+            eprintln!("chaos tier SKIPPED: it needs nft (nftables) for partitions and loss");
+        }
     } else {
-        eprintln!("network-namespace tier SKIPPED: it needs root and iproute2 (`ip`)");
+        eprintln!(
+            "network-namespace and chaos tiers SKIPPED: they need root and iproute2 (`ip`); \
+             not running as root here"
+        );
     }
     eprintln!(
         "\ncargo xtask test: all passed in {:.0} s",

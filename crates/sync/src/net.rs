@@ -340,6 +340,17 @@ impl SyncSocket {
         Ok(kv)
     }
 
+    /// The XOR of the hashes of every record this node keeps: two nodes with the same records
+    /// (and so the same dictionary) have the same digest.
+    pub fn digest(&self) -> u64 {
+        self.shared
+            .lock()
+            .store()
+            .children(1, 0)
+            .iter()
+            .fold(0, |a, h| a ^ h)
+    }
+
     /// The dictionary's counters.
     pub fn stats(&self) -> SyncStats {
         self.shared.lock().stats().clone()

@@ -19,6 +19,7 @@
 
 use std::cmp::Reverse;
 pub mod fuzz;
+pub mod proxy;
 
 use std::collections::{BTreeMap, BinaryHeap};
 use std::net::SocketAddr;

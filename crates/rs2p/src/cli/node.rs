@@ -317,6 +317,24 @@ async fn answer(s: &Socket, line: &str) -> Option<Value> {
             }
             Err(e) => json!({"ok": false, "error": "closed", "message": e.to_string()}),
         },
+        "stats" => match s {
+            Socket::Sync(s) => {
+                let st = s.stats();
+                let disk = s.disk_stats();
+                json!({
+                    "ok": true,
+                    "len": s.len(),
+                    "digest": format!("{:016x}", s.digest()),
+                    "records_received": st.records_received,
+                    "repairs_started": st.repairs_started,
+                    "records_sent_repair": st.records_sent_repair,
+                    "stale": st.stale,
+                    "disk_commits": disk.as_ref().map_or(0, |d| d.commits),
+                    "disk_keys_written": disk.as_ref().map_or(0, |d| d.keys_written),
+                })
+            }
+            Socket::Chord(c) => json!({"ok": true, "held": c.held()}),
+        },
         "wait-len" => {
             let n = args.next().and_then(|a| a.parse::<usize>().ok());
             let t = args.next().and_then(|a| a.parse::<u64>().ok());
@@ -341,7 +359,7 @@ async fn answer(s: &Socket, line: &str) -> Option<Value> {
             }
         }
         other => {
-            json!({"ok": false, "error": "unknown_command", "message": format!("unknown command {other:?}; commands: set get del pop len keys items peers wait-len quit")})
+            json!({"ok": false, "error": "unknown_command", "message": format!("unknown command {other:?}; commands: set get del pop len keys items peers wait-len stats quit")})
         }
     };
     Some(v)

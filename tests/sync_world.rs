@@ -2,11 +2,13 @@
 //! duplication, reordering, partitions, crashes, clock skew) that checks convergence: shared by
 //! `tests/sim_sync.rs` and `cargo xtask soak`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rs2p_mesh::{Handler, Shared};
+use rs2p_sync::proto::record::Stored;
 use rs2p_sync::proto::resolve;
 use rs2p_sync::{SyncConfig, SyncMachine, PROTOCOL};
 use rs2p_testkit::{Faults, Sim};
@@ -20,6 +22,29 @@ pub struct World {
     cfg: SyncConfig,
     /// The network id the records are signed for.
     pub network: [u8; 32],
+    /// Each node's simulated data directory, when the world persists (see [`World::flush`]).
+    pub disks: Option<Vec<SimDisk>>,
+}
+
+/// What a node's data directory holds in the simulation: per key its checkpoint and records,
+/// and the store-wide cutoff, as `rs2p-sync`'s driver writes them from `take_dirty`.
+#[derive(Default, Clone)]
+pub struct SimDisk {
+    /// Per key: cutoff, checkpoint holder, records.
+    pub keys: HashMap<Bytes, (u64, Option<Arc<Stored>>, Vec<Arc<Stored>>)>,
+    /// The store-wide cutoff.
+    pub cutoff: u64,
+}
+
+impl SimDisk {
+    /// Whether the disk holds the record of `owner` at `version` for `key`.
+    pub fn holds(&self, key: &[u8], owner: rs2p_base::PeerId, version: u64) -> bool {
+        self.keys.get(key).is_some_and(|(_, b, rs)| {
+            b.iter()
+                .chain(rs)
+                .any(|s| s.record.owner == owner && s.record.version == version)
+        })
+    }
 }
 
 impl World {
@@ -51,6 +76,38 @@ impl World {
             machines,
             cfg,
             network,
+            disks: None,
+        }
+    }
+
+    /// From now on each node keeps a simulated data directory: [`World::flush`] commits what
+    /// changed, and [`World::restart`] restores from it.
+    pub fn persist(&mut self) {
+        for m in &self.machines {
+            m.lock().restore(std::iter::empty(), 0);
+        }
+        self.disks = Some(vec![SimDisk::default(); self.machines.len()]);
+    }
+
+    /// Commits node `i`'s changes to its data directory (one group commit).
+    pub fn flush(&mut self, i: usize) {
+        let Some(disks) = &mut self.disks else { return };
+        let mut m = self.machines[i].lock();
+        let (keys, cutoff) = m.take_dirty();
+        let disk = &mut disks[i];
+        for k in keys {
+            match m.store().key(&k) {
+                Some(st) => {
+                    let (c, b) = st.checkpoint();
+                    disk.keys.insert(k, (c, b.cloned(), st.records().to_vec()));
+                }
+                None => {
+                    disk.keys.remove(&k);
+                }
+            }
+        }
+        if let Some(c) = cutoff {
+            disk.cutoff = c;
         }
     }
 
@@ -77,13 +134,23 @@ impl World {
         ok
     }
 
-    /// Crashes node `i` (its state is lost) and starts it again.
+    /// Crashes node `i` and starts it again: with what its data directory holds if the world
+    /// persists (changes not yet flushed are lost), empty otherwise.
     pub fn restart(&mut self, i: usize) {
         let m = Shared::new(SyncMachine::new(
             self.cfg.clone(),
             self.sim.keypair(i),
             self.network,
         ));
+        if let Some(disks) = &self.disks {
+            let d = &disks[i];
+            m.lock().restore(
+                d.keys
+                    .iter()
+                    .map(|(k, (c, b, rs))| (k.clone(), *c, b.clone(), rs.clone())),
+                d.cutoff,
+            );
+        }
         self.machines[i] = m.clone();
         let boxed: Box<dyn Handler> = Box::new(m);
         self.sim.restart(i, vec![boxed]);
@@ -111,6 +178,10 @@ pub struct Counts {
     pub acked: u64,
     /// Crashes and restarts.
     pub kills: u64,
+    /// Of those, restarts from a (simulated) data directory.
+    pub restored: u64,
+    /// Acknowledged writes checked at the end (still held somewhere when their nodes crashed).
+    pub verified: u64,
     /// Partitions made.
     pub partitions: u64,
     /// Records sent by anti-entropy repair, over all nodes.
@@ -130,6 +201,12 @@ pub fn run(seed: u64, prune: bool) -> Counts {
     let leasing = prune || r.gen_bool(0.7);
     let grace = std::time::Duration::from_secs(if prune { 30 } else { 600 });
     let mut w = World::with_grace(seed, n, leasing, grace);
+    // 0: in memory; 1: group commit (each node flushes at some steps); 2: durable (a write is
+    // flushed before it is acknowledged, others' records at some steps).
+    let persistence = r.gen_range(0..3u8);
+    if persistence > 0 {
+        w.persist();
+    }
     counts.nodes = n;
     let mut partitioned_at: Option<u64> = None;
     for i in 0..n {
@@ -163,6 +240,9 @@ pub fn run(seed: u64, prune: bool) -> Counts {
         let at = w.sim.node_now(i);
         counts.writes += 1;
         if w.write(i, key, value.as_deref()) {
+            if persistence == 2 {
+                w.flush(i);
+            }
             counts.acked += 1;
             // The record just written: node i's latest for this key (versions are unique per
             // owner). Without leasing it may already be superseded by a later-stamped write (a
@@ -184,6 +264,13 @@ pub fn run(seed: u64, prune: bool) -> Counts {
             }
         }
         w.sim.advance(r.gen_range(0..3000));
+        if persistence > 0 {
+            for j in 0..n {
+                if r.gen_bool(0.6) {
+                    w.flush(j);
+                }
+            }
+        }
         if prune && partitioned_at.is_some_and(|t| w.sim.now() > t + 15_000) {
             w.sim.heal();
             partitioned_at = None;
@@ -201,25 +288,29 @@ pub fn run(seed: u64, prune: bool) -> Counts {
             }
             2 => {
                 let victim = r.gen_range(0..n);
-                // A write survives a crash if some other node holds its record; one that lived
-                // only on crashed nodes is gone (without persistence, the documented bound).
+                // A write survives a crash if some other node holds its record, or the victim's
+                // data directory does; one that lived only in a crashed node's memory is gone
+                // (the documented bound: in memory, or in the last commit window).
                 let ids: Vec<_> = (0..n).map(|j| w.sim.id(j)).collect();
+                let disk = w.disks.as_ref().map(|d| d[victim].clone());
                 acked.retain(|(o, k, version, _)| {
-                    (0..n).any(|j| {
-                        j != victim
-                            && w.machines[j]
-                                .lock()
-                                .store()
-                                .key(k.as_bytes())
-                                .is_some_and(|st| {
-                                    st.records().iter().chain(st.checkpoint().1).any(|s| {
-                                        s.record.owner == ids[*o] && s.record.version == *version
-                                    })
-                                })
-                    })
+                    disk.as_ref()
+                        .is_some_and(|d| d.holds(k.as_bytes(), ids[*o], *version))
+                        || (0..n).any(|j| {
+                            j != victim
+                                && w.machines[j].lock().store().key(k.as_bytes()).is_some_and(
+                                    |st| {
+                                        st.records().iter().chain(st.checkpoint().1).any(|s| {
+                                            s.record.owner == ids[*o]
+                                                && s.record.version == *version
+                                        })
+                                    },
+                                )
+                        })
                 });
                 w.restart(victim);
                 counts.kills += 1;
+                counts.restored += u64::from(persistence > 0);
             }
             _ => {}
         }
@@ -267,6 +358,7 @@ pub fn run(seed: u64, prune: bool) -> Counts {
     if prune {
         assert!(m.store().cutoff() > 0, "seed {seed}: the run pruned");
     }
+    counts.verified = acked.len() as u64;
     for (owner, key, version, issued_at) in &acked {
         let Some(st) = m.store().key(key.as_bytes()) else {
             assert!(

@@ -1,6 +1,7 @@
 //! `soak`: randomised sync-socket runs in the deterministic simulator, one after another, for a
 //! number of wall-clock minutes: each run has 3–7 nodes, random writes, frame loss, duplication
-//! and reordering, partitions, crashes with restarts, and clock skew, then heals and checks that
+//! and reordering, partitions, crashes with restarts (from a simulated data directory in two
+//! runs of three: group-committed or durable), and clock skew, then heals and checks that
 //! every node holds the same dictionary, shows the fold of its records, refused no honest record
 //! and kept every acknowledged write (see `rs2p_tests::sync_world::run`). Prints the totals; a
 //! failed check is a divergence, printed with its seed (which replays it), and makes the exit
@@ -42,6 +43,8 @@ fn main() {
                 total.writes += c.writes;
                 total.acked += c.acked;
                 total.kills += c.kills;
+                total.restored += c.restored;
+                total.verified += c.verified;
                 total.partitions += c.partitions;
                 total.repaired += c.repaired;
                 total.frames_lost += c.frames_lost;
@@ -55,8 +58,8 @@ fn main() {
         seed += 1;
     }
     println!(
-        "soak: {minutes} min, seeds {first}..{seed}: {runs} runs, {} nodes, {} writes ({} acknowledged), {} kills and restarts, {} partitions, {} records repaired, {} frames lost, {divergences} divergences",
-        total.nodes, total.writes, total.acked, total.kills, total.partitions, total.repaired, total.frames_lost
+        "soak: {minutes} min, seeds {first}..{seed}: {runs} runs, {} nodes, {} writes ({} acknowledged, {} checked present at the end), {} kills and restarts ({} from a data directory), {} partitions, {} records repaired, {} frames lost, {divergences} divergences",
+        total.nodes, total.writes, total.acked, total.verified, total.kills, total.restored, total.partitions, total.repaired, total.frames_lost
     );
     if divergences > 0 {
         std::process::exit(1);

@@ -26,12 +26,15 @@ pub struct World {
     pub disks: Option<Vec<SimDisk>>,
 }
 
+/// One key's entry on a simulated disk: cutoff, checkpoint holder, records.
+pub type DiskEntry = (u64, Option<Arc<Stored>>, Vec<Arc<Stored>>);
+
 /// What a node's data directory holds in the simulation: per key its checkpoint and records,
 /// and the store-wide cutoff, as `rs2p-sync`'s driver writes them from `take_dirty`.
 #[derive(Default, Clone)]
 pub struct SimDisk {
     /// Per key: cutoff, checkpoint holder, records.
-    pub keys: HashMap<Bytes, (u64, Option<Arc<Stored>>, Vec<Arc<Stored>>)>,
+    pub keys: HashMap<Bytes, DiskEntry>,
     /// The store-wide cutoff.
     pub cutoff: u64,
 }

@@ -312,3 +312,50 @@ async fn a_peer_that_never_reads_is_dropped_and_others_still_get_everything() {
     assert_eq!(stats.stalled_disconnects, 1, "{stats:?}");
     drop(stuck);
 }
+
+/// A peer restarted with the same identity while the node still holds its old, silent
+/// connection (here: through a stalled proxy that never forwards the close) is let in at once,
+/// and the stale connection is the one dropped; it used to be refused as a duplicate until the
+/// idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_restarted_with_the_same_identity_replaces_its_stale_connection() {
+    let a = node().await;
+    let keypair = Keypair::generate();
+    let proxy = rs2p_testkit::proxy::ChaosProxy::spawn(
+        "127.0.0.1:0".parse().expect("addr"),
+        a.local_addr(),
+    )
+    .expect("proxy");
+    let old = MeshSocket::bind(MeshOptions {
+        keypair: Some(keypair.clone()),
+        ..MeshOptions::default()
+    })
+    .await
+    .expect("bind");
+    old.connect(proxy.local_addr()).await.expect("connect");
+    wait_for(
+        || async { a.peers().await.unwrap().contains(&old.local_id()) },
+        "a sees the old peer",
+    )
+    .await;
+    // The old process dies, but its close never reaches `a`.
+    proxy.stall();
+    old.close().await.expect("close");
+    drop(old);
+    let new = MeshSocket::bind(MeshOptions {
+        keypair: Some(keypair),
+        ..MeshOptions::default()
+    })
+    .await
+    .expect("bind");
+    new.connect(a.local_addr()).await.expect("connect");
+    wait_for(
+        || async { new.peers().await.unwrap().contains(&a.local_id()) },
+        "the restarted peer to be connected to a",
+    )
+    .await;
+    // And it stays connected (the stale connection, not the new one, was dropped).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(new.peers().await.unwrap().contains(&a.local_id()));
+    assert!(a.peers().await.unwrap().contains(&new.local_id()));
+}

@@ -519,7 +519,12 @@ impl Mesh {
             return;
         }
         if let Some(&existing) = self.by_peer.get(&peer) {
-            // Keep the connection dialed by the lower peer id; both ends decide alike.
+            // Two connections dialed in opposite directions (a simultaneous dial): keep the one
+            // dialed by the lower peer id; both ends decide alike. Two dialed the same way: keep
+            // the new one. A node never dials a peer it knows it is connected to, so a second
+            // connection from the same dialer means the first is dead on its side (the peer
+            // restarted with the same identity, or the link went silent) though not yet here;
+            // both ends see the new one last and decide alike.
             let dialer = |d: Direction| {
                 if d == Direction::Outbound {
                     self.local
@@ -528,7 +533,7 @@ impl Mesh {
                 }
             };
             let old_dir = self.conns.get(&existing).map_or(direction, |c| c.direction);
-            let new_wins = old_dir != direction && dialer(direction) < dialer(old_dir);
+            let new_wins = old_dir == direction || dialer(direction) < dialer(old_dir);
             if new_wins {
                 if let Some(c) = self.conns.get_mut(&existing) {
                     c.active = false;

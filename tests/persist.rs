@@ -62,9 +62,10 @@ async fn a_restarted_node_keeps_its_id_records_and_leases() {
         b.set("leased", "theirs").await,
         Err(SetError::LeaseHeld { owner, .. }) if owner == id
     ));
+    // Closing writes what is queued: the new value is on disk by then.
+    a.close().await.unwrap();
     let stats = a.disk_stats().expect("a data directory");
     assert!(stats.commits >= 1 && stats.keys_written >= 1, "{stats:?}");
-    a.close().await.unwrap();
     b.close().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }

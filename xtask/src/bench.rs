@@ -11,6 +11,8 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             ));
         }
     }
+    // The multi-process scenarios run the release `rs2p` binary.
+    run_cmd(cargo().args(["build", "--release", "-q", "-p", "rs2p"]))?;
     run_cmd(
         cargo()
             .args(["run", "--release", "-q", "-p", "rs2p-bench", "--"])

@@ -4,6 +4,8 @@
 //! Every scenario runs in one process on loopback with the default secure configuration
 //! (Noise-encrypted links, signed floods and records).
 
+mod plots;
+
 use std::time::{Duration, Instant};
 
 use rs2p::mesh::net::EventItem;
@@ -361,9 +363,10 @@ fn chord_hops_sim(n: usize, lookups: usize) -> Result {
 /// py2p's chord socket in the same run (P9's comparison), from a virtualenv under `target/`
 /// that this creates on first use (`pip install py2p==0.7.878`). `None` when Python or the
 /// package is unavailable; the reason is printed.
-fn py2p_chord(gets: usize) -> Option<Result> {
+/// The Python of `target/py2p-venv`, with py2p 0.7.878 installed into it on first use; `None`
+/// (said on stderr) if that cannot be done.
+fn py2p_python(root: &std::path::Path) -> Option<std::path::PathBuf> {
     use std::process::Command;
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let venv = root.join("target/py2p-venv");
     let python = venv.join("bin/python");
     if !python.exists() {
@@ -384,6 +387,13 @@ fn py2p_chord(gets: usize) -> Option<Result> {
             return None;
         }
     }
+    Some(python)
+}
+
+fn py2p_chord(gets: usize) -> Option<Result> {
+    use std::process::Command;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = py2p_python(&root)?;
     let script = root.join("crates/bench/py/py2p_chord.py");
     let out = Command::new(&python)
         .arg(&script)
@@ -404,6 +414,157 @@ fn py2p_chord(gets: usize) -> Option<Result> {
         note: format!(
             "{} of {} gets correct (a get that fails waits for its 5 s timeout)",
             v["correct"], v["gets"]
+        ),
+        samples,
+    })
+}
+
+/// An `rs2p node --json` process (the release binary), driven through its standard input.
+struct Proc {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    out: std::io::BufReader<std::process::ChildStdout>,
+    addr: String,
+}
+
+impl Proc {
+    fn start(bin: &std::path::Path, peers: &[&str]) -> Option<Proc> {
+        use std::io::BufRead;
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(["node", "--listen", "127.0.0.1:0", "--json"]);
+        for p in peers {
+            cmd.args(["--peer", p]);
+        }
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .ok()?;
+        let stdin = child.stdin.take()?;
+        let mut out = std::io::BufReader::new(child.stdout.take()?);
+        let mut line = String::new();
+        out.read_line(&mut line).ok()?;
+        let ready: serde_json::Value = serde_json::from_str(&line).ok()?;
+        Some(Proc {
+            addr: ready["addr"].as_str()?.to_string(),
+            child,
+            stdin,
+            out,
+        })
+    }
+
+    fn send(&mut self, line: &str) {
+        use std::io::Write;
+        let _ = writeln!(self.stdin, "{line}");
+    }
+
+    fn answer(&mut self) -> serde_json::Value {
+        use std::io::{BufRead, Write};
+        let _ = self.stdin.flush();
+        let mut line = String::new();
+        let _ = self.out.read_line(&mut line);
+        serde_json::from_str(&line).unwrap_or_default()
+    }
+
+    fn ask(&mut self, line: &str) -> serde_json::Value {
+        self.send(line);
+        self.answer()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// P1 as the issue states it: three `rs2p node` processes on loopback, `keys` keys (16-byte keys,
+/// 100-byte values) set on the first (pipelined through its standard input), until the other two
+/// hold them all.
+fn sync_p1_processes(keys: usize, reps: usize) -> Option<Result> {
+    let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/rs2p");
+    if !bin.exists() {
+        eprintln!(
+            "sync-P1 across processes skipped: {} is not built (cargo xtask bench builds it)",
+            bin.display()
+        );
+        return None;
+    }
+    let mut samples = Vec::new();
+    for _ in 0..reps {
+        let mut a = Proc::start(&bin, &[])?;
+        let addr = a.addr.clone();
+        let mut b = Proc::start(&bin, &[&addr])?;
+        let mut c = Proc::start(&bin, &[&addr])?;
+        for p in [&mut a, &mut b, &mut c] {
+            while p.ask("peers")["peers"].as_array().map_or(0, Vec::len) < 2 {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let value = "v".repeat(100);
+        let t0 = Instant::now();
+        for k in 0..keys {
+            a.send(&format!("set k{k:015} {value}"));
+        }
+        let wait = format!("wait-len {keys} 30000");
+        b.send(&wait);
+        c.send(&wait);
+        let (rb, rc) = (b.answer(), c.answer());
+        let took = ms(t0.elapsed());
+        if rb["ok"] == true && rc["ok"] == true {
+            samples.push(took);
+        }
+    }
+    Some(Result {
+        scenario: format!("sync-P1 3 processes, {keys} sets"),
+        unit: "ms",
+        note: format!(
+            "{} of {reps} runs complete; `rs2p node` over stdin, as py2p below",
+            samples.len()
+        ),
+        samples,
+    })
+}
+
+/// py2p 0.7.878's sync socket in the same scenario (`py/py2p_sync.py`): three processes, `keys`
+/// keys set on the first, until the last holds them. Runs that never deliver every key (py2p's
+/// link bugs) are counted, with a bounded wait of 30 s.
+fn py2p_sync(keys: usize, reps: usize) -> Option<Result> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = py2p_python(&root)?;
+    let script = root.join("crates/bench/py/py2p_sync.py");
+    let mut samples = Vec::new();
+    let mut stalled = Vec::new();
+    for _ in 0..reps {
+        let out = std::process::Command::new(&python)
+            .arg(&script)
+            .arg(keys.to_string())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let v: serde_json::Value = text
+            .lines()
+            .last()
+            .and_then(|l| serde_json::from_str(l).ok())
+            .unwrap_or_default();
+        match v["ms"].as_f64() {
+            Some(t) => samples.push(t),
+            None => stalled.push(v["held"].to_string()),
+        }
+    }
+    Some(Result {
+        scenario: format!("py2p-0.7.878 sync-P1 3 processes, {keys} sets"),
+        unit: "ms",
+        note: format!(
+            "{} of {reps} runs delivered every key; the others held {} after 30 s",
+            samples.len(),
+            if stalled.is_empty() {
+                "-".to_string()
+            } else {
+                stalled.join(" ")
+            }
         ),
         samples,
     })
@@ -511,6 +672,11 @@ async fn main() {
     if want("sync-P1") {
         results.push(sync_p1(1000, if quick { 3 } else { 5 }).await);
     }
+    if want("sync-P1") || want("py2p-sync") {
+        let reps = if quick { 3 } else { 5 };
+        results.extend(sync_p1_processes(1000, reps));
+        results.extend(py2p_sync(1000, reps));
+    }
     if want("sync-P2") || want("sync-P8") {
         for n in [3, 16] {
             let (p2, p8) = sync_p2(n, 100 * scale).await;
@@ -568,9 +734,30 @@ async fn main() {
         );
         json_rows.push(json!({"scenario": r.scenario, "unit": r.unit, "median": p50, "p99": p99, "min": min, "max": max, "samples": r.samples.len(), "note": r.note}));
     }
+    // P1's figure is a ratio against py2p in the same run.
+    let median_of = |prefix: &str| {
+        results
+            .iter()
+            .find(|r| r.scenario.starts_with(prefix) && !r.samples.is_empty())
+            .map(|r| r.stats().0)
+    };
+    let mut ratios = Vec::new();
+    if let (Some(rs), Some(py)) = (
+        median_of("sync-P1 3 processes"),
+        median_of("py2p-0.7.878 sync-P1"),
+    ) {
+        println!(
+            "\nP1: rs2p {rs:.1} ms against py2p {py:.1} ms (medians of the complete runs): {:.0}x faster (target: 300x)",
+            py / rs
+        );
+        ratios.push(json!({"figure": "P1 py2p/rs2p", "ratio": py / rs}));
+    }
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");
     let _ = std::fs::create_dir_all(&out);
-    let doc = json!({"quick": quick, "results": json_rows});
+    let doc = json!({"quick": quick, "results": json_rows, "ratios": ratios});
+    for p in plots::draw(&results, &out) {
+        println!("drew {}", p.display());
+    }
     match std::fs::write(
         out.join("results.json"),
         serde_json::to_string_pretty(&doc).unwrap_or_default(),

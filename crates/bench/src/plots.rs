@@ -182,7 +182,8 @@ fn hops(results: &[Result], path: &Path) -> std::result::Result<bool, Failure> {
         .x_desc("log2 N")
         .y_desc("hops")
         .draw()?;
-    let lines: [(&str, fn(&(f64, f64, f64)) -> f64); 3] = [
+    type Pick = fn(&(f64, f64, f64)) -> f64;
+    let lines: [(&str, Pick); 3] = [
         ("mean hops", |p| p.1),
         ("max hops", |p| p.2),
         ("log2 N", |p| p.0.log2()),

@@ -161,17 +161,16 @@ async fn sync_p1(keys: usize, reps: usize) -> Result {
 }
 
 /// P2: one write at a time from a rotating origin; time until every node applied it.
-async fn sync_p2(n: usize, writes: usize) -> (Result, Result) {
+async fn sync_p2(n: usize, writes: usize) -> (Result, Result, Result) {
     let nodes = sync_nodes(n).await;
     let mut subs: Vec<_> = nodes.iter().map(|s| s.subscribe()).collect();
     let mut samples = Vec::with_capacity(writes);
-    let before: u64 = {
-        let mut b = 0;
-        for s in &nodes {
-            b += s.mesh().stats().await.expect("stats").sent.bytes;
-        }
-        b
-    };
+    let (mut before, mut msgs_before) = (0u64, 0u64);
+    for s in &nodes {
+        let st = s.mesh().stats().await.expect("stats");
+        before += st.sent.bytes;
+        msgs_before += st.received.messages;
+    }
     for w in 0..writes {
         let origin = w % n;
         let key = format!("k{w:08}-16-bytes");
@@ -192,11 +191,14 @@ async fn sync_p2(n: usize, writes: usize) -> (Result, Result) {
         }
         samples.push(ms(t0.elapsed()));
     }
-    let mut after = 0;
+    let (mut after, mut msgs_after) = (0u64, 0u64);
     for s in &nodes {
-        after += s.mesh().stats().await.expect("stats").sent.bytes;
+        let st = s.mesh().stats().await.expect("stats");
+        after += st.sent.bytes;
+        msgs_after += st.received.messages;
     }
     let per_update = (after - before) as f64 / writes as f64 / (n - 1) as f64;
+    let redundancy = (msgs_after - msgs_before) as f64 / writes as f64 / (n - 1) as f64;
     for s in &nodes {
         let _ = s.close().await;
     }
@@ -213,6 +215,181 @@ async fn sync_p2(n: usize, writes: usize) -> (Result, Result) {
             samples: vec![per_update],
             note: "frame bytes sent per update per receiving node, 16 B key / 100 B value, signed"
                 .into(),
+        },
+        Result {
+            scenario: format!("sync-P3 N={n}"),
+            unit: "msgs",
+            samples: vec![redundancy],
+            note: format!(
+                "payload messages received per update / (N-1), from the counters; {}",
+                if n <= 9 { "every node directly connected (target 1.00)" } else { "min_peers 8: relayed (target 1.15)" }
+            ),
+        },
+    )
+}
+
+/// P4: writes per second that reach every node, sustained for `secs` seconds by 4 tasks on one
+/// node writing batches of 64 keys, with a probe from another node every 50 ms measuring the
+/// convergence time under that load.
+async fn sync_p4(n: usize, secs: f64) -> (Result, Result) {
+    let nodes = sync_nodes(n).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let t0 = Instant::now();
+    let writers: Vec<_> = (0..4u64)
+        .map(|t| {
+            let s = nodes[0].clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut written = 0u64;
+                let mut batch = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let items: Vec<(String, [u8; 100])> = (0..64)
+                        .map(|i| (format!("w{t}-{batch:08}-{i:02}-pad-32-bytes-x"), [b'v'; 100]))
+                        .collect();
+                    s.update(items).await.expect("update");
+                    written += 64;
+                    batch += 1;
+                }
+                written
+            })
+        })
+        .collect();
+    let mut probes = Vec::new();
+    let mut p = 0u64;
+    while t0.elapsed().as_secs_f64() < secs {
+        let key = format!("probe-{p}");
+        let sent = Instant::now();
+        nodes[1].set(&key, b"p").await.expect("probe");
+        while nodes.iter().any(|s| !s.contains(&key)) {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        probes.push(ms(sent.elapsed()));
+        p += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0u64;
+    for w in writers {
+        total += w.await.expect("writer");
+    }
+    let want = total as usize + p as usize;
+    while nodes.iter().any(|s| s.len() < want) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let rate = total as f64 / t0.elapsed().as_secs_f64();
+    for s in &nodes {
+        let _ = s.close().await;
+    }
+    (
+        Result {
+            scenario: format!("sync-P4 N={n} throughput"),
+            unit: "w/s",
+            samples: vec![rate],
+            note: format!("{total} keys in batches of 64 by 4 tasks for {secs} s, until every node held them"),
+        },
+        Result {
+            scenario: format!("sync-P4 N={n} convergence"),
+            unit: "ms",
+            samples: probes,
+            note: "a probe write every 50 ms under that load, until every node held it (p99 target 50 ms)".into(),
+        },
+    )
+}
+
+/// Fills `s` with `keys` keys (32-byte keys, 100-byte values) in batches of 1000.
+async fn fill(s: &SyncSocket, keys: usize, tag: &str) {
+    let mut i = 0;
+    while i < keys {
+        let end = (i + 1000).min(keys);
+        s.update((i..end).map(|k| (format!("{tag}-{k:027}"), [b'v'; 100])))
+            .await
+            .expect("update");
+        i = end;
+    }
+}
+
+/// P5: a new node joins two nodes holding `keys` keys; time until it holds them all.
+async fn sync_p5(keys: usize, reps: usize) -> Result {
+    let nodes = sync_nodes(2).await;
+    fill(&nodes[0], keys, "key").await;
+    while nodes[1].len() < keys {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut samples = Vec::new();
+    for _ in 0..reps {
+        let new = SyncSocket::bind(SyncOptions::default()).await.expect("bind");
+        let t0 = Instant::now();
+        new.mesh()
+            .connect(nodes[0].mesh().local_addr())
+            .await
+            .expect("connect");
+        while new.len() < keys {
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+        samples.push(ms(t0.elapsed()));
+        let _ = new.close().await;
+    }
+    for s in &nodes {
+        let _ = s.close().await;
+    }
+    Result {
+        scenario: format!("sync-P5 join {keys} keys"),
+        unit: "ms",
+        samples,
+        note: "connect to a node holding them (32 B / 100 B) until the newcomer holds all".into(),
+    }
+}
+
+/// P6: a node that missed 1% of `keys` keys reconnects; time and bytes until it is whole.
+async fn sync_p6(keys: usize, reps: usize) -> (Result, Result) {
+    let quiet = || {
+        let mut mesh = rs2p::mesh::MeshOptions::default();
+        mesh.config.min_peers = 0;
+        SyncOptions {
+            mesh,
+            ..SyncOptions::default()
+        }
+    };
+    let (mut times, mut ratios) = (Vec::new(), Vec::new());
+    for rep in 0..reps {
+        let a = SyncSocket::bind(quiet()).await.expect("bind");
+        let b = SyncSocket::bind(quiet()).await.expect("bind");
+        let a_id = b.mesh().connect(a.mesh().local_addr()).await.expect("connect");
+        fill(&a, keys, "key").await;
+        while b.len() < keys {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        b.mesh().disconnect(a_id).await.expect("disconnect");
+        while !a.mesh().peers().await.expect("peers").is_empty() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let missed = keys / 100;
+        fill(&a, missed, &format!("missed{rep}")).await;
+        let before = b.mesh().stats().await.expect("stats").received.bytes;
+        let t0 = Instant::now();
+        b.mesh().connect(a.mesh().local_addr()).await.expect("reconnect");
+        while b.len() < keys + missed {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        times.push(ms(t0.elapsed()));
+        let got = b.mesh().stats().await.expect("stats").received.bytes - before;
+        // The difference itself: each missed key and value (32 B + 100 B).
+        ratios.push(got as f64 / (missed as f64 * 132.0));
+        let _ = a.close().await;
+        let _ = b.close().await;
+    }
+    (
+        Result {
+            scenario: format!("sync-P6 repair 1% of {keys}"),
+            unit: "ms",
+            samples: times,
+            note: "reconnect until whole (target 50 ms)".into(),
+        },
+        Result {
+            scenario: format!("sync-P6 repair 1% of {keys} bytes"),
+            unit: "x",
+            samples: ratios,
+            note: "bytes received / bytes of the missed keys and values (target 3x)".into(),
         },
     )
 }
@@ -677,10 +854,11 @@ async fn main() {
         results.extend(sync_p1_processes(1000, reps));
         results.extend(py2p_sync(1000, reps));
     }
-    if want("sync-P2") || want("sync-P8") {
+    if want("sync-P2") || want("sync-P8") || want("sync-P3") {
         for n in [3, 16] {
-            let (p2, p8) = sync_p2(n, 100 * scale).await;
+            let (p2, p8, p3) = sync_p2(n, 100 * scale).await;
             results.push(p2);
+            results.push(p3);
             results.push(p8);
         }
     }
@@ -694,6 +872,21 @@ async fn main() {
             };
             results.push(sync_persist(mode, w, 3).await);
         }
+    }
+    if want("sync-P4") {
+        for n in [3, 16] {
+            let (rate, conv) = sync_p4(n, if quick { 2.0 } else { 10.0 }).await;
+            results.push(rate);
+            results.push(conv);
+        }
+    }
+    if want("sync-P5") {
+        results.push(sync_p5(if quick { 20_000 } else { 100_000 }, 3).await);
+    }
+    if want("sync-P6") {
+        let (t, b) = sync_p6(if quick { 20_000 } else { 100_000 }, 3).await;
+        results.push(t);
+        results.push(b);
     }
     if want("sync-P7") {
         results.push(sync_p7(if quick { 100_000 } else { 1_000_000 }));

@@ -1,5 +1,7 @@
 //! Seeded simulations of the mesh state machine: random connected graphs of 2 to 50 nodes whose
-//! links lose, duplicate and reorder frames. Set `RS2P_SIM_SEEDS` to run more seeds; a failure
+//! links lose, duplicate and reorder frames. A link that loses frames is not what TCP gives (it
+//! delivers or breaks), so lossy runs turn relay suppression off and rely on flooding's
+//! redundancy; lossless runs keep it on and must still deliver every flood exactly once. Set `RS2P_SIM_SEEDS` to run more seeds; a failure
 //! names its seed, and the same seed replays the same run.
 
 use bytes::Bytes;
@@ -19,12 +21,17 @@ fn seeds() -> u64 {
 fn run(seed: u64) -> [u8; 32] {
     let mut r = rand_chacha::ChaCha12Rng::seed_from_u64(seed);
     let n = r.gen_range(2..=50);
+    let lossy = r.gen_bool(0.5);
     let faults = Faults {
-        loss: r.gen_range(0.0..0.3),
+        loss: if lossy { r.gen_range(0.0..0.3) } else { 0.0 },
         duplicate: r.gen_range(0.0..0.2),
         max_delay_ms: r.gen_range(1..50),
     };
-    let mut sim = Sim::new(seed, n);
+    let mut cfg = rs2p_mesh::MeshConfig::default();
+    cfg.min_peers = 0;
+    cfg.max_peers = 1024;
+    cfg.relay_suppression = !lossy;
+    let mut sim = Sim::with_config(seed, n, cfg);
     sim.random_graph(r.gen_range(0.0..2.0), faults);
     let k = r.gen_range(1..=10);
     let mut sent = Vec::new();
@@ -71,6 +78,59 @@ fn every_broadcast_reaches_every_node_exactly_once_under_loss_duplication_and_re
         run(seed);
     }
     println!("mesh simulation: {n} seeds passed");
+}
+
+/// In a full mesh with relay suppression each node receives each flood once: nothing is
+/// relayed, no copy is a duplicate; without it, each receives one copy per peer.
+#[test]
+fn in_a_full_mesh_each_flood_is_received_once() {
+    for suppress in [true, false] {
+        let n = 8;
+        let mut cfg = rs2p_mesh::MeshConfig::default();
+        cfg.min_peers = 0;
+        cfg.relay_suppression = suppress;
+        let mut sim = Sim::with_config(5, n, cfg);
+        for a in 0..n {
+            for b in a + 1..n {
+                sim.link(a, b, Faults::NONE);
+            }
+        }
+        sim.run_until_idle();
+        let before: u64 = (0..n)
+            .map(|i| sim.node(i).mesh().stats().received.messages)
+            .sum();
+        let k = 20;
+        for m in 0..k {
+            sim.broadcast(m % n, "/sim/1", format!("m{m}").into_bytes());
+            sim.run_until_idle();
+        }
+        let received: u64 = (0..n)
+            .map(|i| sim.node(i).mesh().stats().received.messages)
+            .sum::<u64>()
+            - before;
+        for i in 0..n {
+            let got = sim.messages(i).len();
+            let own = (0..k).filter(|m| m % n == i).count();
+            assert_eq!(
+                got,
+                k - own,
+                "node {i} (suppression {suppress}) delivered each once"
+            );
+        }
+        let per_flood = received as f64 / k as f64 / (n - 1) as f64;
+        if suppress {
+            assert_eq!(
+                received,
+                (k * (n - 1)) as u64,
+                "one copy per node per flood"
+            );
+        } else {
+            assert!(
+                per_flood > 2.0,
+                "flooding without suppression: {per_flood} copies"
+            );
+        }
+    }
 }
 
 #[test]

@@ -222,7 +222,11 @@ async fn sync_p2(n: usize, writes: usize) -> (Result, Result, Result) {
             samples: vec![redundancy],
             note: format!(
                 "payload messages received per update / (N-1), from the counters; {}",
-                if n <= 9 { "every node directly connected (target 1.00)" } else { "min_peers 8: relayed (target 1.15)" }
+                if n <= 9 {
+                    "every node directly connected (target 1.00)"
+                } else {
+                    "min_peers 8: relayed (target 1.15)"
+                }
             ),
         },
     )
@@ -244,7 +248,12 @@ async fn sync_p4(n: usize, secs: f64) -> (Result, Result) {
                 let mut batch = 0u64;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let items: Vec<(String, [u8; 100])> = (0..64)
-                        .map(|i| (format!("w{t}-{batch:08}-{i:02}-pad-32-bytes-x"), [b'v'; 100]))
+                        .map(|i| {
+                            (
+                                format!("w{t}-{batch:08}-{i:02}-pad-32-bytes-x"),
+                                [b'v'; 100],
+                            )
+                        })
                         .collect();
                     s.update(items).await.expect("update");
                     written += 64;
@@ -317,7 +326,9 @@ async fn sync_p5(keys: usize, reps: usize) -> Result {
     }
     let mut samples = Vec::new();
     for _ in 0..reps {
-        let new = SyncSocket::bind(SyncOptions::default()).await.expect("bind");
+        let new = SyncSocket::bind(SyncOptions::default())
+            .await
+            .expect("bind");
         let t0 = Instant::now();
         new.mesh()
             .connect(nodes[0].mesh().local_addr())
@@ -354,7 +365,11 @@ async fn sync_p6(keys: usize, reps: usize) -> (Result, Result) {
     for rep in 0..reps {
         let a = SyncSocket::bind(quiet()).await.expect("bind");
         let b = SyncSocket::bind(quiet()).await.expect("bind");
-        let a_id = b.mesh().connect(a.mesh().local_addr()).await.expect("connect");
+        let a_id = b
+            .mesh()
+            .connect(a.mesh().local_addr())
+            .await
+            .expect("connect");
         fill(&a, keys, "key").await;
         while b.len() < keys {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -367,7 +382,10 @@ async fn sync_p6(keys: usize, reps: usize) -> (Result, Result) {
         fill(&a, missed, &format!("missed{rep}")).await;
         let before = b.mesh().stats().await.expect("stats").received.bytes;
         let t0 = Instant::now();
-        b.mesh().connect(a.mesh().local_addr()).await.expect("reconnect");
+        b.mesh()
+            .connect(a.mesh().local_addr())
+            .await
+            .expect("reconnect");
         while b.len() < keys + missed {
             tokio::time::sleep(Duration::from_micros(200)).await;
         }

@@ -48,6 +48,13 @@ pub struct MeshConfig {
     pub max_clock_skew: Duration,
     /// Relays a flood may take. Default 32.
     pub max_hops: u32,
+    /// Whether a relay skips the peers another node already sends the flood to (those that say
+    /// they are connected to its origin, and those both they and its sender say are connected),
+    /// using the peer lists peers send on connect and whenever their peers change. In a full
+    /// mesh this makes each node receive each flood once instead of once per peer. It trusts
+    /// what peers say about their links: a peer that lies can keep floods that pass through it
+    /// from a neighbour (the sync socket's repair still delivers them). Default true.
+    pub relay_suppression: bool,
     /// Invalid messages (bad signature, forged origin, malformed frame) a peer may send before it
     /// is disconnected and banned. Default 8.
     pub max_strikes: u32,
@@ -85,6 +92,7 @@ impl Default for MeshConfig {
             max_flood_age: Duration::from_secs(60),
             max_clock_skew: Duration::from_secs(10),
             max_hops: 32,
+            relay_suppression: true,
             max_strikes: 8,
             ban_duration: Duration::from_secs(300),
             tick: Duration::from_secs(1),

@@ -176,6 +176,9 @@ pub struct Inbound {
 pub struct Relay {
     frame: pb::Flood,
     except: ConnId,
+    /// Who sent it to us, and who issued it: peers they are known to reach are skipped.
+    from: PeerId,
+    origin: PeerId,
 }
 
 #[derive(Debug)]
@@ -223,6 +226,9 @@ pub struct Mesh {
     next_tick: Millis,
     out: VecDeque<Output>,
     stats: MeshStats,
+    /// Each connected peer's own peers, as it last told us (its `PeerList`s, sent on connect
+    /// and whenever its peers change): what relay suppression knows of the topology.
+    neighbors: BTreeMap<PeerId, BTreeSet<PeerId>>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -258,6 +264,7 @@ impl Mesh {
             by_peer: BTreeMap::new(),
             peer_list: Vec::new(),
             pending: BTreeMap::new(),
+            neighbors: BTreeMap::new(),
             addrs: BTreeMap::new(),
             self_verifying: BTreeSet::new(),
             banned: BTreeMap::new(),
@@ -574,8 +581,8 @@ impl Mesh {
             peer,
             addrs: listen,
         }));
-        let list = self.peer_list_frame(Some(peer));
-        self.send(conn, list, false);
+        // The new peer gets our list; the others learn that our peers changed.
+        self.announce_peers();
     }
 
     fn activate(&mut self, conn: ConnId, peer: PeerId) {
@@ -601,8 +608,10 @@ impl Mesh {
                 self.peer_list.remove(i);
             }
             self.stats.peers.remove(&c.peer);
+            self.neighbors.remove(&c.peer);
             self.out
                 .push_back(Output::Event(MeshEvent::PeerDisconnected { peer: c.peer }));
+            self.announce_peers();
             // Redial its addresses with backoff, starting soon.
             let initial = ms(self.cfg.backoff_initial);
             for st in self.addrs.values_mut().filter(|s| s.peer == Some(c.peer)) {
@@ -755,6 +764,8 @@ impl Mesh {
                 ..f
             },
             except: conn,
+            from: peer,
+            origin,
         };
         let relay = if self_verifying {
             Some(relay)
@@ -773,21 +784,48 @@ impl Mesh {
         }));
     }
 
-    /// Relays a flood its handler accepted.
+    /// Relays a flood its handler accepted, to every peer but the one it came from, and (with
+    /// `relay_suppression`) but the peers another node already sends it to: a peer that says
+    /// it is connected to the origin (the origin sends to all its peers), and a peer that both it
+    /// and the sender say are connected (the sender relays to its peers by the same rule, down to
+    /// the origin). In a full mesh nothing is relayed, so each node receives each flood once.
     pub fn relay(&mut self, relay: Relay) {
         if relay.frame.hops_left == 0 {
             return;
         }
-        let frame = encode(Kind::Flood(relay.frame));
-        let conns: Vec<ConnId> = self
+        let says = |a: &PeerId, b: &PeerId| self.neighbors.get(a).is_some_and(|n| n.contains(b));
+        let suppress = self.cfg.relay_suppression;
+        let candidates: Vec<(&PeerId, ConnId)> = self
             .by_peer
-            .values()
-            .copied()
-            .filter(|&c| c != relay.except)
+            .iter()
+            .filter(|&(p, &c)| c != relay.except && *p != relay.origin)
+            .map(|(p, &c)| (p, c))
             .collect();
+        let conns: Vec<ConnId> = candidates
+            .iter()
+            .filter(|(p, _)| {
+                !(suppress
+                    && (says(p, &relay.origin) || (says(p, &relay.from) && says(&relay.from, p))))
+            })
+            .map(|&(_, c)| c)
+            .collect();
+        self.stats.relays_suppressed += (candidates.len() - conns.len()) as u64;
+        if conns.is_empty() {
+            return;
+        }
+        let frame = encode(Kind::Flood(relay.frame));
         for conn in conns {
             self.stats.forwarded += 1;
             self.send(conn, frame.clone(), true);
+        }
+    }
+
+    /// Tells every peer this node's peers changed (their relay suppression depends on it).
+    fn announce_peers(&mut self) {
+        let peers: Vec<(PeerId, ConnId)> = self.by_peer.iter().map(|(&p, &c)| (p, c)).collect();
+        for (p, conn) in peers {
+            let list = self.peer_list_frame(Some(p));
+            self.send(conn, list, false);
         }
     }
 
@@ -823,19 +861,25 @@ impl Mesh {
                 self.peer_list.remove(i);
             }
             self.stats.peers.remove(&peer);
+            self.neighbors.remove(&peer);
             self.out
                 .push_back(Output::Event(MeshEvent::PeerDisconnected { peer }));
+            self.announce_peers();
         }
         self.out
             .push_back(Output::Event(MeshEvent::PeerBanned { peer, until }));
     }
 
     fn on_peer_list(&mut self, from: PeerId, list: pb::PeerList, now: Millis) {
+        let mut theirs = BTreeSet::new();
         for info in list.peers.into_iter().take(256) {
             let Some(peer) = PeerId::from_slice(&info.id) else {
                 self.strike(from, now);
                 return;
             };
+            if peer != from {
+                theirs.insert(peer);
+            }
             if peer == self.local {
                 continue;
             }
@@ -846,6 +890,9 @@ impl Mesh {
                 .filter_map(|a| a.parse().ok())
                 .collect();
             self.learn_addrs(peer, &addrs, IpAddr::from([0, 0, 0, 0]));
+        }
+        if self.by_peer.contains_key(&from) {
+            self.neighbors.insert(from, theirs);
         }
         self.dial_due(now);
     }

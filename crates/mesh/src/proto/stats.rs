@@ -39,6 +39,8 @@ pub struct MeshStats {
     pub delivered: u64,
     /// Floods relayed to other peers (one per copy sent).
     pub forwarded: u64,
+    /// Relays skipped because another node already sends the flood to that peer.
+    pub relays_suppressed: u64,
     /// Floods dropped for a bad signature or a forged origin.
     pub bad_signatures: u64,
     /// Floods dropped as too old, from the future, or out of hops.

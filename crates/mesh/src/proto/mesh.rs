@@ -785,8 +785,9 @@ impl Mesh {
     }
 
     /// Relays a flood its handler accepted, to every peer but the one it came from, and (with
-    /// `relay_suppression`) but the peers another node already sends it to: a peer that says
-    /// it is connected to the origin (the origin sends to all its peers), and a peer that both it
+    /// `relay_suppression`) but the peers another node already sends it to: a peer that says it
+    /// is connected to the origin, or that the origin says it is connected to (the origin sends
+    /// to all its peers; only the origin's own floods depend on its word), and a peer that both it
     /// and the sender say are connected (the sender relays to its peers by the same rule, down to
     /// the origin). In a full mesh nothing is relayed, so each node receives each flood once.
     pub fn relay(&mut self, relay: Relay) {
@@ -805,7 +806,9 @@ impl Mesh {
             .iter()
             .filter(|(p, _)| {
                 !(suppress
-                    && (says(p, &relay.origin) || (says(p, &relay.from) && says(&relay.from, p))))
+                    && (says(p, &relay.origin)
+                        || says(&relay.origin, p)
+                        || (says(p, &relay.from) && says(&relay.from, p))))
             })
             .map(|&(_, c)| c)
             .collect();

@@ -165,12 +165,9 @@ impl ChordSocket {
                         settings: String::new(),
                         keypair: opts.mesh.keypair.clone(),
                     };
-                    let data = data.clone();
-                    let (link, loaded) =
-                        tokio::task::spawn_blocking(move || DiskLink::open(&data, expect))
-                            .await
-                            .map_err(|e| ChordError::Data(e.to_string()))?
-                            .map_err(|e| ChordError::Data(e.to_string()))?;
+                    let (link, loaded) = DiskLink::open_async(data, expect)
+                        .await
+                        .map_err(|e| ChordError::Data(e.to_string()))?;
                     opts.mesh.keypair = Some(loaded.keypair.clone());
                     restored = Some(loaded);
                     Some(link)
@@ -456,9 +453,8 @@ impl ChordSocket {
         let closed = self.mesh.close().await;
         let disk = self.shared.lock().disk.clone();
         if let Some(d) = disk {
-            tokio::task::spawn_blocking(move || d.close())
+            d.close_async()
                 .await
-                .map_err(|e| ChordError::Data(e.to_string()))?
                 .map_err(|e| ChordError::Data(e.to_string()))?;
         }
         Ok(closed?)

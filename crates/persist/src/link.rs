@@ -44,6 +44,24 @@ impl DiskLink {
         Ok((Arc::new(link), loaded))
     }
 
+    /// [`DiskLink::open`] on tokio's blocking pool (it reads the whole directory).
+    pub async fn open_async(
+        opts: &DataOptions,
+        expect: Expect,
+    ) -> Result<(Arc<Self>, Loaded), PersistError> {
+        let opts = opts.clone();
+        tokio::task::spawn_blocking(move || Self::open(&opts, expect))
+            .await
+            .map_err(|e| PersistError::Write(format!("opening the data directory: {e}")))?
+    }
+
+    /// [`DiskLink::close`] on tokio's blocking pool (it waits for the last commit).
+    pub async fn close_async(self: Arc<Self>) -> Result<(), PersistError> {
+        tokio::task::spawn_blocking(move || self.close())
+            .await
+            .map_err(|e| PersistError::Write(format!("closing the data directory: {e}")))?
+    }
+
     /// Queues changes for the next group commit.
     pub fn submit(&self, ops: impl IntoIterator<Item = Op>) {
         let seq = self.disk.submit(ops);

@@ -143,13 +143,7 @@ impl SyncSocket {
                     settings: settings(&opts.sync),
                     keypair: opts.mesh.keypair.clone(),
                 };
-                let data = data.clone();
-                let (link, loaded) =
-                    tokio::task::spawn_blocking(move || DiskLink::open(&data, expect))
-                        .await
-                        .map_err(|e| {
-                            SyncError::Data(rs2p_persist::PersistError::Write(e.to_string()))
-                        })??;
+                let (link, loaded) = DiskLink::open_async(data, expect).await?;
                 opts.mesh.keypair = Some(loaded.keypair.clone());
                 restored = Some(loaded);
                 Some(link)
@@ -366,9 +360,7 @@ impl SyncSocket {
     pub async fn close(&self) -> Result<(), SyncError> {
         let closed = self.mesh.close().await;
         if let Some(d) = self.shared.disk.clone() {
-            tokio::task::spawn_blocking(move || d.close())
-                .await
-                .map_err(|e| SyncError::Data(rs2p_persist::PersistError::Write(e.to_string())))??;
+            d.close_async().await?;
         }
         Ok(closed?)
     }

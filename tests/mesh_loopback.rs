@@ -359,3 +359,29 @@ async fn a_peer_restarted_with_the_same_identity_replaces_its_stale_connection()
     assert!(new.peers().await.unwrap().contains(&a.local_id()));
     assert!(a.peers().await.unwrap().contains(&new.local_id()));
 }
+
+/// A node refused by a full bootstrap node is told where the others are before the connection
+/// closes, and joins the mesh through them (it used to redial the full node forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_refused_by_a_full_bootstrap_node_finds_the_others() {
+    let mut full = MeshOptions::default();
+    full.config.max_peers = 2;
+    let a = MeshSocket::bind(full).await.expect("bind");
+    let b = node().await;
+    let c = node().await;
+    b.connect(a.local_addr()).await.expect("b");
+    c.connect(a.local_addr()).await.expect("c");
+    wait_for(|| async { a.peers().await.unwrap().len() == 2 }, "a full").await;
+    let d = node().await;
+    // The handshake completes, then `a` refuses: the connect may fail or succeed briefly.
+    let _ = d.connect(a.local_addr()).await;
+    wait_for(
+        || async {
+            let p = d.peers().await.unwrap();
+            p.contains(&b.local_id()) || p.contains(&c.local_id())
+        },
+        "d to reach b or c through a's list",
+    )
+    .await;
+    assert!(a.peers().await.unwrap().len() <= 2);
+}

@@ -873,7 +873,8 @@ async fn main() {
         results.extend(py2p_sync(1000, reps));
     }
     if want("sync-P2") || want("sync-P8") || want("sync-P3") {
-        for n in [3, 16] {
+        let sizes: &[usize] = if quick { &[3, 16] } else { &[3, 16, 64] };
+        for &n in sizes {
             let (p2, p8, p3) = sync_p2(n, 100 * scale).await;
             results.push(p2);
             results.push(p3);

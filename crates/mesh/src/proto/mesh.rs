@@ -570,6 +570,12 @@ impl Mesh {
                 let (initial, max) = (ms(self.cfg.backoff_initial), ms(self.cfg.backoff_max));
                 st.next_attempt = now + initial.saturating_mul(1 << st.failures.min(16)).min(max);
             }
+            // Full: say where else to go before closing, so a node refused by every bootstrap
+            // address it knows still finds the rest of the mesh.
+            if direction == Direction::Inbound {
+                let list = self.peer_list_frame(Some(peer));
+                self.send(conn, list, false);
+            }
             self.close(conn, CloseReason::TooManyPeers);
             return;
         }

@@ -69,7 +69,11 @@ async fn writes_reach_every_peer_and_leases_refuse_others() {
         .unwrap();
     a.set("测试", "test").await.unwrap();
     // Each peer gets the writes on its own link from `a`: wait for both.
-    until(|| async { b.len() == 3 && c.len() == 3 }, "b and c to hold 3 keys").await;
+    until(
+        || async { b.len() == 3 && c.len() == 3 },
+        "b and c to hold 3 keys",
+    )
+    .await;
     assert_eq!(b.get("test key"), Some(Bytes::from("value")));
     assert_eq!(
         c.get("测试".as_bytes()),

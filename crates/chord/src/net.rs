@@ -183,15 +183,8 @@ impl ChordSocket {
         if let Some(loaded) = restored {
             machine.restore(loaded.keys.into_iter().flat_map(|(_, e)| e.records));
         }
-        let mesh = match MeshSocket::bind(opts.mesh).await {
-            Ok(m) => m,
-            Err(e) => {
-                if let Some(d) = &disk {
-                    let _ = d.close();
-                }
-                return Err(e.into());
-            }
-        };
+        // On failure the data directory closes as `disk` drops (`Disk` closes itself on drop).
+        let mesh = MeshSocket::bind(opts.mesh).await?;
         let shared = Shared(Arc::new(Mutex::new(Inner {
             machine,
             waiters: HashMap::new(),

@@ -170,15 +170,8 @@ impl SyncSocket {
                 cutoff,
             );
         }
-        let mesh = match MeshSocket::bind(opts.mesh).await {
-            Ok(m) => m,
-            Err(e) => {
-                if let Some(d) = &disk {
-                    let _ = d.close();
-                }
-                return Err(e.into());
-            }
-        };
+        // On failure the data directory closes as `disk` drops (`Disk` closes itself on drop).
+        let mesh = MeshSocket::bind(opts.mesh).await?;
         let (events, _) = broadcast::channel(4096);
         let shared = Shared {
             machine: Arc::new(Mutex::new(machine)),

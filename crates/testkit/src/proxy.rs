@@ -93,7 +93,7 @@ impl ChaosProxy {
 
     /// Bytes forwarded so far, both ways.
     pub fn forwarded(&self) -> u64 {
-        self.state.forwarded.load(Ordering::Relaxed)
+        self.state.forwarded.load(Ordering::SeqCst)
     }
 
     /// Connections accepted so far.
@@ -126,10 +126,11 @@ fn pump(mut from: TcpStream, mut to: TcpStream, s: &State) {
                 while s.stalled.load(Ordering::Relaxed) && !s.stopped.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(10));
                 }
+                // Counted before the write, so a receiver that has the bytes sees the count.
+                s.forwarded.fetch_add(n as u64, Ordering::SeqCst);
                 if to.write_all(&buf[..n]).is_err() {
                     break;
                 }
-                s.forwarded.fetch_add(n as u64, Ordering::Relaxed);
             }
             Err(e)
                 if matches!(

@@ -29,10 +29,9 @@ impl KeyEntry {
 
 /// The proof of a record signed alone: its batch is the record's own leaf (not stored in the
 /// `batches` table).
-fn alone(raw: &[u8], signature: Signature, leaf: Hash256) -> Option<Arc<BatchAuth>> {
-    let p: pb::Record = prost::Message::decode(raw).ok()?;
+fn alone(owner: &[u8], signature: Signature, leaf: Hash256) -> Option<Arc<BatchAuth>> {
     Some(Arc::new(BatchAuth {
-        owner: PeerId::from_slice(&p.owner)?,
+        owner: PeerId::from_slice(owner)?,
         signature,
         leaves: vec![leaf],
     }))
@@ -74,6 +73,11 @@ fn record_to_disk(s: &Stored) -> pb::DiskRecord {
         } else {
             Bytes::new()
         },
+        owner: if s.auth.leaves.len() == 1 {
+            Bytes::copy_from_slice(s.auth.owner.as_bytes())
+        } else {
+            Bytes::new()
+        },
     }
 }
 
@@ -95,7 +99,7 @@ pub(crate) fn key_from_disk(
         let sig: Signature = r.batch.as_ref().try_into().ok()?;
         let auth = if r.alone {
             let leaf = Hash256::try_from(r.leaf.as_ref()).ok()?;
-            alone(&r.raw, sig, leaf)?
+            alone(&r.owner, sig, leaf)?
         } else {
             batches.get(&sig)?.clone()
         };

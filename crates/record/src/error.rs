@@ -11,9 +11,6 @@ pub enum RecordError {
     /// The owner's signature does not cover these records in this network.
     #[error("bad signature")]
     BadSignature,
-    /// A record names another owner than the batch's signer.
-    #[error("record owner differs from the batch signer")]
-    OwnerMismatch,
     /// A timestamp further in the future than `max_skew`.
     #[error("timestamp too far in the future")]
     FutureTimestamp,

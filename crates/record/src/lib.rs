@@ -41,6 +41,10 @@ mod error;
 pub mod merkle;
 pub mod record;
 pub mod resolve;
+mod verified;
 
 pub use error::RecordError;
-pub use record::{open, regroup, reopen, seal, short, BatchAuth, Limits, Record, Stored};
+pub use record::{
+    open, open_with, regroup, reopen, seal, short, BatchAuth, Limits, Record, Stored,
+};
+pub use verified::VerifiedBatches;

@@ -7,7 +7,7 @@ use rs2p_base::wire::pb;
 use rs2p_base::{Hash256, Keypair, PeerId, Signature};
 
 use super::merkle;
-use crate::RecordError;
+use crate::{RecordError, VerifiedBatches};
 
 /// One write, as its owner signed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,10 +40,9 @@ impl Record {
             key: self.key.clone(),
             value: self.value.clone(),
             tombstone: self.tombstone,
-            owner: Bytes::copy_from_slice(self.owner.as_bytes()),
             issued_at_ms: self.issued_at,
             version: self.version,
-            lease_until_ms: self.lease_until,
+            lease_ms: self.lease_until.saturating_sub(self.issued_at),
         }
     }
 }
@@ -109,6 +108,10 @@ pub fn seal(
     network_id: &[u8; 32],
     records: Vec<Record>,
 ) -> (Vec<Arc<Stored>>, pb::RecordBatch) {
+    debug_assert!(
+        records.iter().all(|r| r.owner == keypair.peer_id()),
+        "a batch holds its signer's records only"
+    );
     let raws: Vec<Bytes> = records
         .iter()
         .map(|r| rs2p_base::wire::encode(&r.to_pb()))
@@ -169,6 +172,25 @@ const MAX_LEAVES: usize = 1 << 16;
 /// Verifies a batch from the wire: its signature, and every record against `limits`. All or
 /// nothing: one bad record refuses the whole batch.
 pub fn open(batch: pb::RecordBatch, limits: &Limits) -> Result<Vec<Arc<Stored>>, RecordError> {
+    open_inner(batch, limits, None)
+}
+
+/// [`open`], remembering the batches it verifies in `verified` and skipping the root and the
+/// signature check of a batch it verified before (same owner, signature and leaf list). Each
+/// record's bytes are still hashed and checked against its leaf, and against `limits`.
+pub fn open_with(
+    batch: pb::RecordBatch,
+    limits: &Limits,
+    verified: &mut VerifiedBatches,
+) -> Result<Vec<Arc<Stored>>, RecordError> {
+    open_inner(batch, limits, Some(verified))
+}
+
+fn open_inner(
+    batch: pb::RecordBatch,
+    limits: &Limits,
+    verified: Option<&mut VerifiedBatches>,
+) -> Result<Vec<Arc<Stored>>, RecordError> {
     let owner = PeerId::from_slice(&batch.owner).ok_or(RecordError::Malformed)?;
     let signature: Signature = batch
         .signature
@@ -205,17 +227,29 @@ pub fn open(batch: pb::RecordBatch, limits: &Limits) -> Result<Vec<Arc<Stored>>,
         }
         (leaves, batch.indices)
     };
-    if !owner.verify(
-        &signed_message(&limits.network_id, &merkle::root(&leaves), leaves.len()),
-        &signature,
-    ) {
-        return Err(RecordError::BadSignature);
-    }
-    let auth = Arc::new(BatchAuth {
-        owner,
-        signature,
-        leaves,
-    });
+    let known = verified
+        .as_deref()
+        .and_then(|v| v.get(&owner, &signature, &leaves));
+    let auth = match known {
+        Some(auth) => auth,
+        None => {
+            if !owner.verify(
+                &signed_message(&limits.network_id, &merkle::root(&leaves), leaves.len()),
+                &signature,
+            ) {
+                return Err(RecordError::BadSignature);
+            }
+            let auth = Arc::new(BatchAuth {
+                owner,
+                signature,
+                leaves,
+            });
+            if let Some(v) = verified {
+                v.insert(auth.clone());
+            }
+            auth
+        }
+    };
     let mut out = Vec::with_capacity(batch.records.len());
     for (raw, index) in batch.records.into_iter().zip(indices) {
         // Own allocation per record, so a stored record never pins a whole received frame.
@@ -243,17 +277,17 @@ pub fn reopen(raw: Bytes, auth: Arc<BatchAuth>, index: u32) -> Result<Arc<Stored
     }
     let p: pb::Record =
         rs2p_base::wire::decode_bytes(raw.clone()).map_err(|_| RecordError::Malformed)?;
-    if p.owner.as_ref() != auth.owner.as_bytes() {
-        return Err(RecordError::OwnerMismatch);
-    }
     let record = Record {
+        lease_until: p
+            .issued_at_ms
+            .checked_add(p.lease_ms)
+            .ok_or(RecordError::Malformed)?,
         key: p.key,
         value: p.value,
         tombstone: p.tombstone,
         owner: auth.owner,
         issued_at: p.issued_at_ms,
         version: p.version,
-        lease_until: p.lease_until_ms,
     };
     Ok(Arc::new(Stored {
         record,
@@ -264,9 +298,6 @@ pub fn reopen(raw: Bytes, auth: Arc<BatchAuth>, index: u32) -> Result<Arc<Stored
 }
 
 fn check(p: pb::Record, owner: PeerId, l: &Limits) -> Result<Record, RecordError> {
-    if p.owner.as_ref() != owner.as_bytes() {
-        return Err(RecordError::OwnerMismatch);
-    }
     if p.key.is_empty() || p.key.len() > l.max_key_len || p.value.len() > l.max_value_len {
         return Err(RecordError::TooLarge);
     }
@@ -276,17 +307,17 @@ fn check(p: pb::Record, owner: PeerId, l: &Limits) -> Result<Record, RecordError
     if p.issued_at_ms > l.now.saturating_add(l.max_skew) {
         return Err(RecordError::FutureTimestamp);
     }
-    if p.lease_until_ms < p.issued_at_ms || p.lease_until_ms - p.issued_at_ms > l.max_lease {
+    if p.lease_ms > l.max_lease {
         return Err(RecordError::LeaseTooLong);
     }
     Ok(Record {
+        lease_until: p.issued_at_ms + p.lease_ms,
         key: p.key,
         value: p.value,
         tombstone: p.tombstone,
         owner,
         issued_at: p.issued_at_ms,
         version: p.version,
-        lease_until: p.lease_until_ms,
     })
 }
 
@@ -381,6 +412,45 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_split_in_parts_is_verified_once_and_still_checked_per_record() {
+        let kp = Keypair::from_seed([5; 32]);
+        let records: Vec<Record> = (0..6)
+            .map(|i| rec(&kp, &format!("k{i}"), 1000 + i))
+            .collect();
+        let (stored, _) = seal(&kp, &[1; 32], records.clone());
+        let first = regroup(&stored[..3]).remove(0);
+        let second = regroup(&stored[3..]).remove(0);
+        let mut verified = VerifiedBatches::default();
+        let a = open_with(first, &limits(), &mut verified).unwrap();
+        assert_eq!(verified.len(), 1);
+        // The second part reuses the first part's proof (one copy of the leaves).
+        let b = open_with(second.clone(), &limits(), &mut verified).unwrap();
+        assert!(Arc::ptr_eq(&a[0].auth, &b[0].auth));
+        assert_eq!(b[2].record, records[5]);
+        // A record swapped into a later part is still refused by its leaf.
+        let mut bad = second.clone();
+        bad.records[1] = rs2p_base::wire::encode(&rec(&kp, "other", 1000).to_pb());
+        assert_eq!(
+            open_with(bad, &limits(), &mut verified).unwrap_err(),
+            RecordError::BadSignature
+        );
+        // So is the same proof claimed by another owner, or under other leaves.
+        let mut bad = second.clone();
+        bad.owner = Bytes::copy_from_slice(Keypair::from_seed([6; 32]).peer_id().as_bytes());
+        assert_eq!(
+            open_with(bad, &limits(), &mut verified).unwrap_err(),
+            RecordError::BadSignature
+        );
+        // And limits are checked on every part: a later part under stricter limits is refused.
+        let mut strict = limits();
+        strict.max_lease = 0;
+        assert_eq!(
+            open_with(second, &strict, &mut verified).unwrap_err(),
+            RecordError::LeaseTooLong
+        );
+    }
+
+    #[test]
     fn forgeries_are_refused() {
         let kp = Keypair::from_seed([5; 32]);
         let other = Keypair::from_seed([6; 32]);
@@ -396,9 +466,11 @@ mod tests {
         let mut w = wire.clone();
         w.records[0] = rs2p_base::wire::encode(&rec(&kp, "other", 1000).to_pb());
         assert_eq!(open(w, &limits()).unwrap_err(), RecordError::BadSignature);
-        // Signed by someone else than the records' owner.
-        let (_, w) = seal(&other, &[1; 32], vec![rec(&kp, "k", 1000)]);
-        assert_eq!(open(w, &limits()).unwrap_err(), RecordError::OwnerMismatch);
+        // Claimed for another owner than the signer: the records carry no owner of their own,
+        // so the claim fails the signature check.
+        let mut w = wire.clone();
+        w.owner = Bytes::copy_from_slice(other.peer_id().as_bytes());
+        assert_eq!(open(w, &limits()).unwrap_err(), RecordError::BadSignature);
         // Future timestamp, over-long lease, oversized value.
         let mut r = rec(&kp, "k", 1_000_000 + 10_001);
         let (_, w) = seal(&kp, &[1; 32], vec![r.clone()]);

@@ -114,6 +114,8 @@ pub struct SyncMachine {
     /// Keys still to send to each peer (join and repair), drained a few chunks per tick.
     outbox: BTreeMap<PeerId, VecDeque<Bytes>>,
     push_armed: bool,
+    /// Batches verified recently: a batch split over the chunks of a transfer is verified once.
+    verified: rs2p_record::VerifiedBatches,
 }
 
 impl SyncMachine {
@@ -131,6 +133,7 @@ impl SyncMachine {
             repair_armed: false,
             outbox: BTreeMap::new(),
             push_armed: false,
+            verified: rs2p_record::VerifiedBatches::default(),
         }
     }
 
@@ -378,7 +381,8 @@ impl SyncMachine {
     /// Verifies and merges a batch; returns how many records were new and not in conflict with
     /// another owner's live lease (the ones worth relaying), or why it was refused.
     fn receive_batch(&mut self, batch: pb::RecordBatch, now: u64) -> Result<usize, RecordError> {
-        let stored = match record::open(batch, &self.limits(now)) {
+        let limits = self.limits(now);
+        let stored = match record::open_with(batch, &limits, &mut self.verified) {
             Ok(s) => s,
             Err(e) => {
                 *self.stats.refused.entry(format!("{e:?}")).or_insert(0) += 1;
@@ -514,9 +518,10 @@ impl SyncMachine {
                 .or_insert(0) += 1;
             return Err(RecordError::Malformed);
         }
+        let limits = self.limits(now);
         let holder = match cp.holder {
             None => None,
-            Some(batch) => match record::open(batch, &self.limits(now)) {
+            Some(batch) => match record::open_with(batch, &limits, &mut self.verified) {
                 Ok(mut v) if v.len() == 1 => Some(v.remove(0)),
                 Ok(_) => return Err(RecordError::Malformed),
                 Err(e) => {

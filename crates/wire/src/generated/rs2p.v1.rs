@@ -13,18 +13,15 @@ pub struct Record {
     /// True when this write deletes the key (and relinquishes the owner's lease).
     #[prost(bool, tag = "3")]
     pub tombstone: bool,
-    /// The writer's PeerId (32 bytes); equal to the batch's owner.
-    #[prost(bytes = "bytes", tag = "4")]
-    pub owner: ::prost::bytes::Bytes,
     /// The writer's clock when it wrote (Unix ms), non-decreasing per owner.
     #[prost(uint64, tag = "5")]
     pub issued_at_ms: u64,
     /// Strictly increasing per owner (survives restarts: at least issued_at_ms << 10).
     #[prost(uint64, tag = "6")]
     pub version: u64,
-    /// Until when the owner leases the key (Unix ms); equal to issued_at_ms without leasing.
-    #[prost(uint64, tag = "7")]
-    pub lease_until_ms: u64,
+    /// How long the owner leases the key from issued_at_ms (ms); 0 without leasing.
+    #[prost(uint64, tag = "8")]
+    pub lease_ms: u64,
 }
 /// Records signed together by their owner: the signature covers the Merkle root over the leaf
 /// hashes of every record of the original batch, so one signature authenticates them all.
@@ -590,12 +587,15 @@ pub struct DiskRecord {
     #[prost(uint32, tag = "3")]
     pub index: u32,
     /// True when the batch is this record alone: it is not in `batches`, its one leaf is the
-    /// record's own hash and its owner the record's.
+    /// record's own hash and its owner is `owner`.
     #[prost(bool, tag = "4")]
     pub alone: bool,
     /// When `alone`: the record's leaf hash as signed, so damage to `raw` is still caught.
     #[prost(bytes = "bytes", tag = "5")]
     pub leaf: ::prost::bytes::Bytes,
+    /// When `alone`: the signer's PeerId (32 bytes), which the record's bytes do not repeat.
+    #[prost(bytes = "bytes", tag = "6")]
+    pub owner: ::prost::bytes::Bytes,
 }
 /// Everything kept for one key (table `keys`, keyed by the key's bytes): the sync socket's
 /// checkpoint and records, or the chord socket's one newest record.

@@ -116,6 +116,8 @@ pub struct SyncMachine {
     push_armed: bool,
     /// Batches verified recently: a batch split over the chunks of a transfer is verified once.
     verified: rs2p_record::VerifiedBatches,
+    /// Peers we asked for their whole dictionary on this link (we held nothing).
+    asked_whole: HashSet<PeerId>,
 }
 
 impl SyncMachine {
@@ -134,6 +136,7 @@ impl SyncMachine {
             outbox: BTreeMap::new(),
             push_armed: false,
             verified: rs2p_record::VerifiedBatches::default(),
+            asked_whole: HashSet::new(),
         }
     }
 
@@ -548,9 +551,16 @@ impl SyncMachine {
         }
         if level == 1 && t.key_count == 0 && self.store.key_count() > 0 {
             // A newcomer: the whole dictionary, in key order so that runs replay exactly.
-            let mut keys: Vec<Bytes> = self.store.states().map(|(k, _)| k.clone()).collect();
-            keys.sort();
+            let keys = batch_order(&self.store, self.store.states().map(|(k, _)| k.clone()));
             self.push_keys(cx, peer, keys.iter());
+            return Verdict::Accept;
+        }
+        if level == 1 && t.key_count > 0 && self.store.key_count() == 0 {
+            // We hold nothing: descending would list every key. Ask for the whole dictionary,
+            // once per link (what we asked for may still be on its way).
+            if self.asked_whole.insert(peer) {
+                self.send_digest(cx, peer);
+            }
             return Verdict::Accept;
         }
         let mut differing: Vec<usize> = Vec::new();
@@ -628,7 +638,7 @@ impl SyncMachine {
             }
             want.extend(bk.key_hashes.iter().filter(|h| !mine.contains(h)));
         }
-        push.sort();
+        let push = batch_order(&self.store, push);
         self.push_keys(cx, peer, push.iter());
         if !want.is_empty() {
             want.sort_unstable();
@@ -638,12 +648,12 @@ impl SyncMachine {
     }
 
     fn on_want(&mut self, cx: &mut Context<'_>, peer: PeerId, want: pb::SyncWant) -> Verdict {
-        let mut keys: Vec<Bytes> = want
-            .key_hashes
-            .iter()
-            .filter_map(|&h| self.store.key_by_hash(h).cloned())
-            .collect();
-        keys.sort();
+        let mut keys = batch_order(
+            &self.store,
+            want.key_hashes
+                .iter()
+                .filter_map(|&h| self.store.key_by_hash(h).cloned()),
+        );
         keys.dedup();
         self.push_keys(cx, peer, keys.iter());
         Verdict::Accept
@@ -669,7 +679,15 @@ impl Handler for SyncMachine {
     }
 
     fn on_peer_connected(&mut self, cx: &mut Context<'_>, peer: PeerId) {
-        self.send_digest(cx, peer);
+        // One descent per link is enough, as a descent is symmetric (each side pushes what the
+        // other lacks): the lower id starts it. A node that holds nothing asks for the whole
+        // dictionary instead, whoever it is.
+        if self.store.key_count() == 0 {
+            self.asked_whole.insert(peer);
+            self.send_digest(cx, peer);
+        } else if self.keypair.peer_id() < peer {
+            self.send_digest(cx, peer);
+        }
         self.arm_repair(cx);
     }
 
@@ -711,6 +729,7 @@ impl Handler for SyncMachine {
 
     fn on_peer_disconnected(&mut self, _cx: &mut Context<'_>, peer: PeerId) {
         self.outbox.remove(&peer);
+        self.asked_whole.remove(&peer);
     }
 
     fn on_timer(&mut self, cx: &mut Context<'_>, token: u64) {
@@ -733,4 +752,28 @@ impl Handler for SyncMachine {
             self.arm_repair(cx);
         }
     }
+}
+
+/// Orders keys for a transfer so that records signed together travel together: by the batch of
+/// each key's newest record (its signature's first 8 bytes), then its place in the batch, then
+/// the key. A chunk then carries whole batches, without their leaf lists, and the receiver
+/// verifies each batch once; the order depends on the keys only, so simulated runs replay
+/// exactly.
+fn batch_order(store: &Store, keys: impl IntoIterator<Item = Bytes>) -> Vec<Bytes> {
+    let mut tagged: Vec<(u64, u32, Bytes)> = keys
+        .into_iter()
+        .map(|k| {
+            let newest = store
+                .key(&k)
+                .and_then(|st| st.records().last().or(st.checkpoint().1));
+            let (batch, index) = newest.map_or((0, 0), |r| {
+                let mut first = [0u8; 8];
+                first.copy_from_slice(&r.auth.signature[..8]);
+                (u64::from_le_bytes(first), r.index)
+            });
+            (batch, index, k)
+        })
+        .collect();
+    tagged.sort_unstable();
+    tagged.into_iter().map(|(_, _, k)| k).collect()
 }

@@ -41,10 +41,33 @@ impl PeerId {
         VerifyingKey::from_bytes(&self.0).ok()
     }
 
+    /// [`PeerId::verifying_key`] through a small per-thread cache: decompressing the point costs
+    /// about a third of a verification, and a node verifies the same few peers' signatures over
+    /// and over.
+    fn cached_verifying_key(&self) -> Option<VerifyingKey> {
+        const CAPACITY: usize = 1024;
+        thread_local! {
+            static KEYS: std::cell::RefCell<std::collections::HashMap<PeerId, VerifyingKey>> =
+                std::cell::RefCell::new(std::collections::HashMap::new());
+        }
+        if let Some(k) = KEYS.with(|c| c.borrow().get(self).copied()) {
+            return Some(k);
+        }
+        let key = self.verifying_key()?;
+        KEYS.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.len() >= CAPACITY {
+                c.clear();
+            }
+            c.insert(*self, key);
+        });
+        Some(key)
+    }
+
     /// Checks `signature` over `message` with `verify_strict` (no malleable signatures, no weak
     /// keys).
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
-        let Some(key) = self.verifying_key() else {
+        let Some(key) = self.cached_verifying_key() else {
             return false;
         };
         let Ok(sig) = ed25519_dalek::Signature::from_slice(signature) else {

@@ -890,9 +890,14 @@ async fn main() {
         results.extend(py2p_sync(1000, reps));
     }
     if want("sync-P2") || want("sync-P8") || want("sync-P3") {
-        let sizes: &[usize] = if quick { &[3, 16] } else { &[3, 16, 64] };
-        for &n in sizes {
-            let (p2, p8, p3) = sync_p2(n, 100 * scale).await;
+        // RS2P_BENCH_SIZES=3,16 picks the sizes (for profiling one of them).
+        let sizes: Vec<usize> = match std::env::var("RS2P_BENCH_SIZES") {
+            Ok(v) => v.split(',').filter_map(|n| n.trim().parse().ok()).collect(),
+            Err(_) if quick => vec![3, 16],
+            Err(_) => vec![3, 16, 64],
+        };
+        for n in sizes {
+            let (p2, p8, p3) = sync_p2(n, 100 * scale * std::env::var("RS2P_BENCH_REPEAT").ok().and_then(|v| v.parse().ok()).unwrap_or(1)).await;
             results.push(p2);
             results.push(p3);
             results.push(p8);

@@ -71,6 +71,41 @@ async fn a_restarted_node_keeps_its_id_records_and_leases() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsigned_node_restarts_with_its_unsigned_records_and_serves_them() {
+    let dir = scratch_dir("unsigned");
+    let unsigned = || {
+        let mut o = opts(&dir, false);
+        o.sync.signed = false;
+        o
+    };
+    let a = SyncSocket::bind(unsigned()).await.unwrap();
+    // A batch of many (kept once in `batches`) and a record alone (kept inline).
+    a.update((0..200).map(|i| (format!("k{i}"), format!("v{i}"))))
+        .await
+        .unwrap();
+    a.set("alone", "one").await.unwrap();
+    let before = a.items();
+    a.close().await.unwrap();
+    let a = SyncSocket::bind(unsigned()).await.unwrap();
+    assert_eq!(a.items(), before, "every record back");
+    // A newcomer of the same kind receives them from the restarted node.
+    let mut cfg = SyncConfig::default();
+    cfg.signed = false;
+    let b = SyncSocket::bind(SyncOptions {
+        sync: cfg,
+        ..SyncOptions::default()
+    })
+    .await
+    .unwrap();
+    b.mesh().connect(a.mesh().local_addr()).await.unwrap();
+    wait_for("b to hold a's dictionary", || b.len() == 201).await;
+    assert_eq!(b.items(), before);
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_mesh_stopped_and_started_from_its_directories_loses_nothing() {
     let dirs: Vec<_> = (0..3).map(|i| scratch_dir(&format!("mesh{i}"))).collect();
     let mut nodes = Vec::new();
@@ -202,21 +237,26 @@ async fn bad_directories_are_refused_with_typed_errors() {
         ),
         "{e}"
     );
-    let mut o = opts(&dir, false);
-    let mut cfg = SyncConfig::default();
-    cfg.leasing = false;
-    o.sync = cfg;
-    let e = data_error(SyncSocket::bind(o).await);
-    assert!(
-        matches!(
-            e,
-            PersistError::Foreign {
-                what: "settings",
-                ..
-            }
-        ),
-        "{e}"
-    );
+    for change in [
+        |c: &mut SyncConfig| c.leasing = false,
+        |c: &mut SyncConfig| c.signed = false,
+    ] {
+        let mut o = opts(&dir, false);
+        let mut cfg = SyncConfig::default();
+        change(&mut cfg);
+        o.sync = cfg;
+        let e = data_error(SyncSocket::bind(o).await);
+        assert!(
+            matches!(
+                e,
+                PersistError::Foreign {
+                    what: "settings",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
     let co = ChordOptions {
         data: Some(DataOptions::new(&dir)),
         ..ChordOptions::default()

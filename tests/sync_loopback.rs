@@ -300,3 +300,42 @@ async fn repair_after_missing_one_percent_costs_the_difference_not_the_dictionar
         "repair ({repair} B) must not scale with the dictionary ({dictionary_bytes} B)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_nodes_share_a_dictionary_of_their_own() {
+    let mut unsigned = SyncConfig::default();
+    unsigned.signed = false;
+    let a = node(unsigned.clone()).await;
+    let b = node(unsigned.clone()).await;
+    let signed = node(SyncConfig::default()).await;
+    b.mesh().connect(a.mesh().local_addr()).await.unwrap();
+    signed.mesh().connect(a.mesh().local_addr()).await.unwrap();
+    signed.mesh().connect(b.mesh().local_addr()).await.unwrap();
+    a.set("k", "from a").await.unwrap();
+    signed.set("s", "from the signed node").await.unwrap();
+    until(|| async { b.get("k").is_some() }, "b to get a's write").await;
+    // Leases hold between unsigned nodes too.
+    assert!(matches!(
+        b.set("k", "from b").await,
+        Err(SetError::LeaseHeld { .. })
+    ));
+    // A newcomer receives the whole (unsigned) dictionary, in parts when it is large.
+    a.update((0..3000).map(|i| (format!("key{i:05}"), [7u8; 100])))
+        .await
+        .unwrap();
+    let c = node(unsigned).await;
+    c.mesh().connect(b.mesh().local_addr()).await.unwrap();
+    until(
+        || async { c.len() == 3001 },
+        "the newcomer to hold everything",
+    )
+    .await;
+    assert_eq!(c.get("k").as_deref(), Some(b"from a".as_slice()));
+    // The signed node shares the mesh but not the dictionary, in either direction.
+    converge(&[a.clone(), b.clone(), c.clone()]).await;
+    assert_eq!(signed.len(), 1);
+    assert!(a.get("s").is_none() && c.get("s").is_none());
+    for s in [a, b, c, signed] {
+        s.close().await.unwrap();
+    }
+}

@@ -108,15 +108,31 @@ async fn mesh_broadcast(n: usize, reps: usize) -> Result {
     }
 }
 
+/// Options for a bench node: the default secure configuration, or unsigned records.
+fn sync_options(signed: bool) -> SyncOptions {
+    let mut o = SyncOptions::default();
+    o.sync.signed = signed;
+    o
+}
+
+/// " unsigned" for the scenario names of unsigned runs.
+fn mode(signed: bool) -> &'static str {
+    if signed {
+        ""
+    } else {
+        " unsigned"
+    }
+}
+
 async fn sync_nodes(n: usize) -> Vec<SyncSocket> {
-    let first = SyncSocket::bind(SyncOptions::default())
-        .await
-        .expect("bind");
+    sync_nodes_as(n, true).await
+}
+
+async fn sync_nodes_as(n: usize, signed: bool) -> Vec<SyncSocket> {
+    let first = SyncSocket::bind(sync_options(signed)).await.expect("bind");
     let mut v = vec![first.clone()];
     for _ in 1..n {
-        let s = SyncSocket::bind(SyncOptions::default())
-            .await
-            .expect("bind");
+        let s = SyncSocket::bind(sync_options(signed)).await.expect("bind");
         s.mesh()
             .connect(first.mesh().local_addr())
             .await
@@ -161,8 +177,8 @@ async fn sync_p1(keys: usize, reps: usize) -> Result {
 }
 
 /// P2: one write at a time from a rotating origin; time until every node applied it.
-async fn sync_p2(n: usize, writes: usize) -> (Result, Result, Result) {
-    let nodes = sync_nodes(n).await;
+async fn sync_p2(n: usize, writes: usize, signed: bool) -> (Result, Result, Result) {
+    let nodes = sync_nodes_as(n, signed).await;
     let mut subs: Vec<_> = nodes.iter().map(|s| s.subscribe()).collect();
     let mut samples = Vec::with_capacity(writes);
     let (mut before, mut msgs_before) = (0u64, 0u64);
@@ -206,20 +222,22 @@ async fn sync_p2(n: usize, writes: usize) -> (Result, Result, Result) {
     }
     (
         Result {
-            scenario: format!("sync-P2 N={n}"),
+            scenario: format!("sync-P2 N={n}{}", mode(signed)),
             unit: "ms",
             samples,
             note: "write until every node applied".into(),
         },
         Result {
-            scenario: format!("sync-P8 N={n}"),
+            scenario: format!("sync-P8 N={n}{}", mode(signed)),
             unit: "B",
             samples: vec![per_update],
-            note: "frame bytes sent per update per receiving node, one write at a time, 32 B key / 100 B value, signed"
-                .into(),
+            note: format!(
+                "frame bytes sent per update per receiving node, one write at a time, 32 B key / 100 B value, {}",
+                if signed { "signed" } else { "unsigned" }
+            ),
         },
         Result {
-            scenario: format!("sync-P3 N={n}"),
+            scenario: format!("sync-P3 N={n}{}", mode(signed)),
             unit: "msgs",
             samples: vec![redundancy],
             note: format!(
@@ -237,8 +255,8 @@ async fn sync_p2(n: usize, writes: usize) -> (Result, Result, Result) {
 /// P4: writes per second that reach every node, sustained for `secs` seconds by 4 tasks on one
 /// node writing batches of 64 keys, with a probe from another node every 50 ms measuring the
 /// convergence time under that load.
-async fn sync_p4(n: usize, secs: f64) -> (Result, Result, Result) {
-    let nodes = sync_nodes(n).await;
+async fn sync_p4(n: usize, secs: f64, signed: bool) -> (Result, Result, Result) {
+    let nodes = sync_nodes_as(n, signed).await;
     let mut bytes_before = 0u64;
     for s in &nodes {
         bytes_before += s.mesh().stats().await.expect("stats").sent.bytes;
@@ -302,22 +320,25 @@ async fn sync_p4(n: usize, secs: f64) -> (Result, Result, Result) {
     }
     (
         Result {
-            scenario: format!("sync-P4 N={n} throughput"),
+            scenario: format!("sync-P4 N={n}{} throughput", mode(signed)),
             unit: "w/s",
             samples: vec![rate],
             note: format!("{total} keys in batches of 64 by 4 tasks for {secs} s, until every node held them"),
         },
         Result {
-            scenario: format!("sync-P4 N={n} convergence"),
+            scenario: format!("sync-P4 N={n}{} convergence", mode(signed)),
             unit: "ms",
             samples: probes,
             note: "a probe write every 50 ms under that load, until every node held it (p99 target 50 ms)".into(),
         },
         Result {
-            scenario: format!("sync-P8 N={n} under load"),
+            scenario: format!("sync-P8 N={n}{} under load", mode(signed)),
             unit: "B",
             samples: vec![per_update],
-            note: "frame bytes sent per update per receiving node during P4 (batches of 64), 32 B key / 100 B value, signed".into(),
+            note: format!(
+                "frame bytes sent per update per receiving node during P4 (batches of 64), 32 B key / 100 B value, {}",
+                if signed { "signed" } else { "unsigned" }
+            ),
         },
     )
 }
@@ -335,17 +356,15 @@ async fn fill(s: &SyncSocket, keys: usize, tag: &str) {
 }
 
 /// P5: a new node joins two nodes holding `keys` keys; time until it holds them all.
-async fn sync_p5(keys: usize, reps: usize) -> Result {
-    let nodes = sync_nodes(2).await;
+async fn sync_p5(keys: usize, reps: usize, signed: bool) -> Result {
+    let nodes = sync_nodes_as(2, signed).await;
     fill(&nodes[0], keys, "key").await;
     while nodes[1].len() < keys {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let mut samples = Vec::new();
     for _ in 0..reps {
-        let new = SyncSocket::bind(SyncOptions::default())
-            .await
-            .expect("bind");
+        let new = SyncSocket::bind(sync_options(signed)).await.expect("bind");
         let t0 = Instant::now();
         new.mesh()
             .connect(nodes[0].mesh().local_addr())
@@ -361,7 +380,7 @@ async fn sync_p5(keys: usize, reps: usize) -> Result {
         let _ = s.close().await;
     }
     Result {
-        scenario: format!("sync-P5 join {keys} keys"),
+        scenario: format!("sync-P5 join {keys} keys{}", mode(signed)),
         unit: "ms",
         samples,
         note: "connect to a node holding them (32 B / 100 B) until the newcomer holds all".into(),
@@ -449,6 +468,7 @@ fn sync_p7(keys: usize) -> Result {
         max_lease: 3_600_000,
         max_key_len: 1024,
         max_value_len: 1 << 20,
+        accept_unsigned: false,
     };
     let before = rss_bytes().unwrap_or(0);
     let mut store = Store::new(true);
@@ -896,11 +916,17 @@ async fn main() {
             Err(_) if quick => vec![3, 16],
             Err(_) => vec![3, 16, 64],
         };
-        for n in sizes {
-            let (p2, p8, p3) = sync_p2(n, 100 * scale * std::env::var("RS2P_BENCH_REPEAT").ok().and_then(|v| v.parse().ok()).unwrap_or(1)).await;
-            results.push(p2);
-            results.push(p3);
-            results.push(p8);
+        let repeat: usize = std::env::var("RS2P_BENCH_REPEAT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        for signed in [true, false] {
+            for &n in &sizes {
+                let (p2, p8, p3) = sync_p2(n, 100 * scale * repeat, signed).await;
+                results.push(p2);
+                results.push(p3);
+                results.push(p8);
+            }
         }
     }
     if want("sync-persist") {
@@ -915,15 +941,19 @@ async fn main() {
         }
     }
     if want("sync-P4") {
-        for n in [3, 16] {
-            let (rate, conv, bytes) = sync_p4(n, if quick { 2.0 } else { 10.0 }).await;
-            results.push(rate);
-            results.push(conv);
-            results.push(bytes);
+        for signed in [true, false] {
+            for n in [3, 16] {
+                let (rate, conv, bytes) = sync_p4(n, if quick { 2.0 } else { 10.0 }, signed).await;
+                results.push(rate);
+                results.push(conv);
+                results.push(bytes);
+            }
         }
     }
     if want("sync-P5") {
-        results.push(sync_p5(if quick { 20_000 } else { 100_000 }, 3).await);
+        for signed in [true, false] {
+            results.push(sync_p5(if quick { 20_000 } else { 100_000 }, 3, signed).await);
+        }
     }
     if want("sync-P6") {
         let (t, b) = sync_p6(if quick { 20_000 } else { 100_000 }, 3).await;

@@ -32,6 +32,7 @@
 //!     max_lease: 0,
 //!     max_key_len: 1024,
 //!     max_value_len: 1024,
+//!     accept_unsigned: false,
 //! };
 //! let opened = open(batch, &limits).expect("a valid batch");
 //! assert_eq!(opened[0].record, rec);
@@ -45,6 +46,6 @@ mod verified;
 
 pub use error::RecordError;
 pub use record::{
-    open, open_with, regroup, reopen, seal, short, BatchAuth, Limits, Record, Stored,
+    open, open_with, regroup, reopen, seal, seal_unsigned, short, BatchAuth, Limits, Record, Stored,
 };
 pub use verified::VerifiedBatches;

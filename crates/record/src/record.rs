@@ -72,6 +72,25 @@ pub struct Stored {
     pub index: u32,
 }
 
+/// The last 32 bytes of an unsigned batch's id. A real signature's last 32 bytes are a scalar
+/// below the group order (top byte at most 0x10), so no signature can look like this.
+const UNSIGNED_MARK: [u8; 32] = [0xff; 32];
+
+impl BatchAuth {
+    /// Whether the batch is signed; an unsigned batch (a trusted network's, see
+    /// [`seal_unsigned`]) has an id in place of its signature: its Merkle root and a mark.
+    pub fn is_signed(&self) -> bool {
+        self.signature[32..] != UNSIGNED_MARK
+    }
+}
+
+fn unsigned_id(leaves: &[Hash256]) -> Signature {
+    let mut id = [0u8; 64];
+    id[..32].copy_from_slice(&merkle::root(leaves));
+    id[32..].copy_from_slice(&UNSIGNED_MARK);
+    id
+}
+
 impl Stored {
     /// The record's leaf hash (its identity).
     pub fn leaf(&self) -> &Hash256 {
@@ -150,6 +169,48 @@ pub fn seal(
     (stored, wire)
 }
 
+/// Builds an unsigned batch of `owner`'s records, for a trusted network where every member
+/// vouches for every other (the links are still authenticated and encrypted, but a record's
+/// origin is not provable to a third node). Only receivers whose [`Limits::accept_unsigned`] is
+/// set accept it; the batch is sent with an empty signature.
+pub fn seal_unsigned(owner: PeerId, records: Vec<Record>) -> (Vec<Arc<Stored>>, pb::RecordBatch) {
+    debug_assert!(
+        records.iter().all(|r| r.owner == owner),
+        "a batch holds its owner's records only"
+    );
+    let raws: Vec<Bytes> = records
+        .iter()
+        .map(|r| rs2p_base::wire::encode(&r.to_pb()))
+        .collect();
+    let leaves: Vec<Hash256> = raws.iter().map(|r| merkle::leaf(r)).collect();
+    let auth = Arc::new(BatchAuth {
+        owner,
+        signature: unsigned_id(&leaves),
+        leaves,
+    });
+    let wire = pb::RecordBatch {
+        owner: Bytes::copy_from_slice(owner.as_bytes()),
+        signature: Bytes::new(),
+        records: raws.clone(),
+        leaves: vec![],
+        indices: vec![],
+    };
+    let stored = records
+        .into_iter()
+        .zip(raws)
+        .enumerate()
+        .map(|(i, (record, raw))| {
+            Arc::new(Stored {
+                record,
+                raw,
+                auth: auth.clone(),
+                index: i as u32,
+            })
+        })
+        .collect();
+    (stored, wire)
+}
+
 /// What a receiver checks records against.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -165,6 +226,8 @@ pub struct Limits {
     pub max_key_len: usize,
     /// The longest value.
     pub max_value_len: usize,
+    /// Whether unsigned batches (a trusted network's, [`seal_unsigned`]) are accepted.
+    pub accept_unsigned: bool,
 }
 
 const MAX_LEAVES: usize = 1 << 16;
@@ -192,11 +255,19 @@ fn open_inner(
     verified: Option<&mut VerifiedBatches>,
 ) -> Result<Vec<Arc<Stored>>, RecordError> {
     let owner = PeerId::from_slice(&batch.owner).ok_or(RecordError::Malformed)?;
-    let signature: Signature = batch
-        .signature
-        .as_ref()
-        .try_into()
-        .map_err(|_| RecordError::Malformed)?;
+    let signed = !batch.signature.is_empty();
+    if !signed && !limits.accept_unsigned {
+        return Err(RecordError::BadSignature);
+    }
+    let signature: Signature = if signed {
+        batch
+            .signature
+            .as_ref()
+            .try_into()
+            .map_err(|_| RecordError::Malformed)?
+    } else {
+        [0; 64]
+    };
     if batch.records.is_empty()
         || batch.records.len() > MAX_LEAVES
         || batch.leaves.len() > MAX_LEAVES
@@ -229,9 +300,15 @@ fn open_inner(
     };
     let known = verified
         .as_deref()
+        .filter(|_| signed)
         .and_then(|v| v.get(&owner, &signature, &leaves));
     let auth = match known {
         Some(auth) => auth,
+        None if !signed => Arc::new(BatchAuth {
+            owner,
+            signature: unsigned_id(&leaves),
+            leaves,
+        }),
         None => {
             if !owner.verify(
                 &signed_message(&limits.network_id, &merkle::root(&leaves), leaves.len()),
@@ -343,7 +420,11 @@ pub fn regroup<'a>(records: impl IntoIterator<Item = &'a Arc<Stored>>) -> Vec<pb
             let whole = members.len() == auth.leaves.len();
             pb::RecordBatch {
                 owner: Bytes::copy_from_slice(auth.owner.as_bytes()),
-                signature: Bytes::copy_from_slice(&auth.signature),
+                signature: if auth.is_signed() {
+                    Bytes::copy_from_slice(&auth.signature)
+                } else {
+                    Bytes::new()
+                },
                 records: members.iter().map(|s| s.raw.clone()).collect(),
                 leaves: if whole {
                     vec![]
@@ -375,6 +456,7 @@ mod tests {
             max_lease: 3_600_000,
             max_key_len: 64,
             max_value_len: 64,
+            accept_unsigned: false,
         }
     }
 
@@ -448,6 +530,40 @@ mod tests {
             open_with(second, &strict, &mut verified).unwrap_err(),
             RecordError::LeaseTooLong
         );
+    }
+
+    #[test]
+    fn unsigned_batches_open_only_where_accepted_and_travel_unsigned() {
+        let kp = Keypair::from_seed([5; 32]);
+        let records: Vec<Record> = (0..4)
+            .map(|i| rec(&kp, &format!("k{i}"), 1000 + i))
+            .collect();
+        let (stored, wire) = seal_unsigned(kp.peer_id(), records.clone());
+        assert!(!stored[0].auth.is_signed());
+        assert!(wire.signature.is_empty());
+        assert_eq!(
+            open(wire.clone(), &limits()).unwrap_err(),
+            RecordError::BadSignature
+        );
+        let mut trusting = limits();
+        trusting.accept_unsigned = true;
+        let opened = open(wire, &trusting).unwrap();
+        assert_eq!(opened[3].record, records[3]);
+        assert_eq!(opened[0].auth.signature, stored[0].auth.signature);
+        // Parts of it still travel unsigned, and still check each record's leaf.
+        let mut part = regroup(&stored[1..3]).remove(0);
+        assert!(part.signature.is_empty());
+        assert_eq!(open(part.clone(), &trusting).unwrap().len(), 2);
+        part.records[0] = rs2p_base::wire::encode(&rec(&kp, "other", 1000).to_pb());
+        assert_eq!(
+            open(part, &trusting).unwrap_err(),
+            RecordError::BadSignature
+        );
+        // A signed batch is still verified where unsigned ones are accepted.
+        let (signed, mut w) = seal(&kp, &[1; 32], records);
+        assert!(signed[0].auth.is_signed());
+        w.signature = Bytes::from(vec![7; 64]);
+        assert_eq!(open(w, &trusting).unwrap_err(), RecordError::BadSignature);
     }
 
     #[test]

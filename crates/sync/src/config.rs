@@ -23,6 +23,13 @@ pub struct SyncConfig {
     /// `lease + 2 · max_skew + finality_grace`; every record must reach every node within that
     /// time (see `rs2p_sync::proto::store`). Default 10 min.
     pub finality_grace: Duration,
+    /// Whether records are signed. Default true. `false` is for trusted networks only: every
+    /// member can then write records in any other member's name (links stay authenticated and
+    /// encrypted, so outsiders still cannot), in exchange for no ed25519 signing or verifying
+    /// and 64 bytes less per batch. Unsigned nodes speak [`crate::PROTOCOL_UNSIGNED`], so they
+    /// share a dictionary only with other unsigned nodes (on the same mesh, the two kinds keep
+    /// separate dictionaries), and a data directory keeps the mode it was created with.
+    pub signed: bool,
 }
 
 impl SyncConfig {
@@ -43,6 +50,7 @@ impl Default for SyncConfig {
             repair_interval: Duration::from_secs(5),
             transfer_chunk: 256 * 1024,
             finality_grace: Duration::from_secs(600),
+            signed: true,
         }
     }
 }

@@ -54,6 +54,6 @@ mod net;
 
 #[cfg(feature = "net")]
 pub use net::{SyncEventItem, SyncEvents, SyncOptions, SyncSocket};
-pub use proto::{SyncEvent, SyncMachine, SyncStats, PROTOCOL};
+pub use proto::{SyncEvent, SyncMachine, SyncStats, PROTOCOL, PROTOCOL_UNSIGNED};
 #[cfg(feature = "net")]
 pub use rs2p_persist::{DataOptions, DiskStats, PersistError};

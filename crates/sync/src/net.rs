@@ -9,7 +9,7 @@ use rs2p_mesh::{Context, Handler, InboundMessage, MeshOptions, MeshSocket, Verdi
 use rs2p_persist::{DataOptions, DiskLink, DiskStats, Expect, KeyEntry, Op};
 use tokio::sync::broadcast;
 
-use crate::proto::{SyncEvent, SyncMachine, SyncStats, PROTOCOL};
+use crate::proto::{SyncEvent, SyncMachine, SyncStats};
 use crate::{DelError, SetError, SyncConfig, SyncError};
 
 /// How to start a [`SyncSocket`].
@@ -27,9 +27,10 @@ pub struct SyncOptions {
 /// The settings a data directory records, since they change what its records mean.
 fn settings(cfg: &SyncConfig) -> String {
     format!(
-        "leasing={} lease_ms={}",
+        "leasing={} lease_ms={}{}",
         u8::from(cfg.leasing),
-        crate::config::ms(cfg.lease)
+        crate::config::ms(cfg.lease),
+        if cfg.signed { "" } else { " unsigned=1" }
     )
 }
 
@@ -40,6 +41,7 @@ const CUTOFF: &str = "x-sync-cutoff";
 /// handles (which read it directly); events go out through a broadcast channel after every call.
 #[derive(Clone)]
 struct Shared {
+    protocol: &'static str,
     machine: Arc<Mutex<SyncMachine>>,
     events: broadcast::Sender<SyncEvent>,
     disk: Option<Arc<DiskLink>>,
@@ -82,7 +84,7 @@ impl Shared {
 
 impl Handler for Shared {
     fn protocol(&self) -> &str {
-        PROTOCOL
+        self.protocol
     }
     fn verifies_own_payloads(&self) -> bool {
         true
@@ -174,6 +176,7 @@ impl SyncSocket {
         let mesh = MeshSocket::bind(opts.mesh).await?;
         let (events, _) = broadcast::channel(4096);
         let shared = Shared {
+            protocol: machine.protocol(),
             machine: Arc::new(Mutex::new(machine)),
             events,
             disk,
@@ -198,7 +201,7 @@ impl SyncSocket {
     ) -> Option<R> {
         let shared = self.shared.clone();
         self.mesh
-            .call(PROTOCOL, move |cx| shared.with(|m| f(m, cx)))
+            .call(self.shared.protocol, move |cx| shared.with(|m| f(m, cx)))
             .await
             .ok()
     }

@@ -56,6 +56,11 @@ enum Command {
         /// Plain last-writer-wins instead of leases.
         #[arg(long)]
         no_leasing: bool,
+        /// Sync only: unsigned records, for a trusted network (any member can then write in any
+        /// other's name; links stay encrypted). Such nodes share a dictionary only with each
+        /// other.
+        #[arg(long)]
+        unsigned: bool,
         /// Answer in JSON, one object per line.
         #[arg(long)]
         json: bool,
@@ -88,15 +93,20 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
             peers,
             network,
             no_leasing,
+            unsigned,
             json,
             data_dir,
             durable,
         } => {
+            if unsigned && socket == SocketKind::Chord {
+                return Err("--unsigned is for the sync socket only".into());
+            }
             node::run(node::NodeArgs {
                 listen,
                 peers,
                 network,
                 leasing: !no_leasing,
+                signed: !unsigned,
                 json,
                 chord: socket == SocketKind::Chord,
                 data: data_dir.map(|d| rs2p_sync::DataOptions::new(d).durable(durable)),

@@ -18,6 +18,7 @@ pub(crate) struct NodeArgs {
     pub(crate) peers: Vec<SocketAddr>,
     pub(crate) network: String,
     pub(crate) leasing: bool,
+    pub(crate) signed: bool,
     pub(crate) json: bool,
     pub(crate) chord: bool,
     pub(crate) data: Option<rs2p_sync::DataOptions>,
@@ -134,6 +135,7 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
     } else {
         let mut sync = SyncConfig::default();
         sync.leasing = args.leasing;
+        sync.signed = args.signed;
         Socket::Sync(
             SyncSocket::bind(SyncOptions {
                 mesh,

@@ -35,6 +35,10 @@ use crate::{DelError, RecordError, SetError, SyncConfig};
 /// The sync socket's protocol id on the mesh.
 pub const PROTOCOL: &str = "/rs2p/sync/1";
 
+/// The protocol of sync sockets with unsigned records (`SyncConfig::signed` false): a separate
+/// dictionary from the signed one's.
+pub const PROTOCOL_UNSIGNED: &str = "/rs2p/sync-unsigned/1";
+
 const REPAIR_TIMER: u64 = 1;
 const PUSH_TIMER: u64 = 2;
 /// Chunks sent per peer per push tick, so live traffic interleaves with a large transfer.
@@ -121,6 +125,15 @@ pub struct SyncMachine {
 }
 
 impl SyncMachine {
+    /// The protocol it speaks: [`PROTOCOL`], or [`PROTOCOL_UNSIGNED`] without signatures.
+    pub fn protocol(&self) -> &'static str {
+        if self.cfg.signed {
+            PROTOCOL
+        } else {
+            PROTOCOL_UNSIGNED
+        }
+    }
+
     /// A machine for the node with `keypair` in the network `network_id`.
     pub fn new(cfg: SyncConfig, keypair: Keypair, network_id: [u8; 32]) -> Self {
         Self {
@@ -201,6 +214,7 @@ impl SyncMachine {
             },
             max_key_len: self.cfg.max_key_len,
             max_value_len: self.cfg.max_value_len,
+            accept_unsigned: !self.cfg.signed,
         }
     }
 
@@ -275,7 +289,11 @@ impl SyncMachine {
             })
             .collect();
         self.stats.local_writes += records.len() as u64;
-        let (stored, wire) = record::seal(&self.keypair, &self.network_id, records);
+        let (stored, wire) = if self.cfg.signed {
+            record::seal(&self.keypair, &self.network_id, records)
+        } else {
+            record::seal_unsigned(self.keypair.peer_id(), records)
+        };
         for s in stored {
             self.merge(s);
         }
@@ -671,7 +689,7 @@ impl SyncMachine {
 
 impl Handler for SyncMachine {
     fn protocol(&self) -> &str {
-        PROTOCOL
+        self.protocol()
     }
 
     fn verifies_own_payloads(&self) -> bool {

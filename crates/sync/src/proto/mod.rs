@@ -4,4 +4,4 @@ pub mod machine;
 pub use rs2p_record::{merkle, record, resolve};
 pub mod store;
 
-pub use machine::{SyncEvent, SyncMachine, SyncStats, PROTOCOL};
+pub use machine::{SyncEvent, SyncMachine, SyncStats, PROTOCOL, PROTOCOL_UNSIGNED};

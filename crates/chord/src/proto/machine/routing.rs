@@ -177,6 +177,7 @@ impl ChordMachine {
             max_lease: 0,
             max_key_len: self.cfg.max_key_len,
             max_value_len: self.cfg.max_value_len,
+            accept_unsigned: false,
         }
     }
 

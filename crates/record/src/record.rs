@@ -298,17 +298,26 @@ fn open_inner(
         }
         (leaves, batch.indices)
     };
-    let known = verified
-        .as_deref()
-        .filter(|_| signed)
-        .and_then(|v| v.get(&owner, &signature, &leaves));
+    let known = verified.as_deref().and_then(|v| {
+        if signed {
+            v.get(&owner, &signature, &leaves)
+        } else {
+            v.get_unsigned(&owner, &leaves)
+        }
+    });
     let auth = match known {
         Some(auth) => auth,
-        None if !signed => Arc::new(BatchAuth {
-            owner,
-            signature: unsigned_id(&leaves),
-            leaves,
-        }),
+        None if !signed => {
+            let auth = Arc::new(BatchAuth {
+                owner,
+                signature: unsigned_id(&leaves),
+                leaves,
+            });
+            if let Some(v) = verified {
+                v.insert(auth.clone());
+            }
+            auth
+        }
         None => {
             if !owner.verify(
                 &signed_message(&limits.network_id, &merkle::root(&leaves), leaves.len()),
@@ -559,6 +568,12 @@ mod tests {
             open(part, &trusting).unwrap_err(),
             RecordError::BadSignature
         );
+        // Parts opened with a memory share one proof, with the same id as the whole.
+        let mut verified = VerifiedBatches::default();
+        let x = open_with(regroup(&stored[..2]).remove(0), &trusting, &mut verified).unwrap();
+        let y = open_with(regroup(&stored[2..]).remove(0), &trusting, &mut verified).unwrap();
+        assert!(Arc::ptr_eq(&x[0].auth, &y[0].auth));
+        assert_eq!(y[0].auth.signature, stored[0].auth.signature);
         // A signed batch is still verified where unsigned ones are accepted.
         let (signed, mut w) = seal(&kp, &[1; 32], records);
         assert!(signed[0].auth.is_signed());

@@ -18,7 +18,10 @@ use crate::BatchAuth;
 #[derive(Debug)]
 pub struct VerifiedBatches {
     by_signature: HashMap<Signature, Arc<BatchAuth>>,
-    order: VecDeque<Signature>,
+    /// Unsigned batches (a trusted network's), by owner and first leaf: their id is their Merkle
+    /// root, which is what remembering them saves computing.
+    unsigned: HashMap<(PeerId, Hash256), Arc<BatchAuth>>,
+    order: VecDeque<Arc<BatchAuth>>,
     leaves: usize,
     max_leaves: usize,
 }
@@ -35,6 +38,7 @@ impl VerifiedBatches {
     pub fn new(max_leaves: usize) -> Self {
         Self {
             by_signature: HashMap::new(),
+            unsigned: HashMap::new(),
             order: VecDeque::new(),
             leaves: 0,
             max_leaves,
@@ -54,32 +58,56 @@ impl VerifiedBatches {
             .cloned()
     }
 
-    /// Remembers a verified proof, forgetting the oldest ones over the bound.
+    /// The unsigned batch seen earlier with exactly this owner and leaf list, if any.
+    pub fn get_unsigned(&self, owner: &PeerId, leaves: &[Hash256]) -> Option<Arc<BatchAuth>> {
+        self.unsigned
+            .get(&(*owner, *leaves.first()?))
+            .filter(|a| a.leaves == leaves)
+            .cloned()
+    }
+
+    /// Remembers a verified proof (or an unsigned batch's), forgetting the oldest ones over the
+    /// bound.
     pub fn insert(&mut self, auth: Arc<BatchAuth>) {
-        if auth.leaves.len() > self.max_leaves || self.by_signature.contains_key(&auth.signature) {
+        let Some(&first) = auth.leaves.first() else {
+            return;
+        };
+        let known = if auth.is_signed() {
+            self.by_signature.contains_key(&auth.signature)
+        } else {
+            self.unsigned.contains_key(&(auth.owner, first))
+        };
+        if auth.leaves.len() > self.max_leaves || known {
             return;
         }
         self.leaves += auth.leaves.len();
-        self.order.push_back(auth.signature);
-        self.by_signature.insert(auth.signature, auth);
+        self.order.push_back(auth.clone());
+        if auth.is_signed() {
+            self.by_signature.insert(auth.signature, auth);
+        } else {
+            self.unsigned.insert((auth.owner, first), auth);
+        }
         while self.leaves > self.max_leaves {
             let Some(old) = self.order.pop_front() else {
                 break;
             };
-            if let Some(a) = self.by_signature.remove(&old) {
-                self.leaves -= a.leaves.len();
+            self.leaves -= old.leaves.len();
+            if old.is_signed() {
+                self.by_signature.remove(&old.signature);
+            } else {
+                self.unsigned.remove(&(old.owner, old.leaves[0]));
             }
         }
     }
 
     /// How many batches it remembers.
     pub fn len(&self) -> usize {
-        self.by_signature.len()
+        self.order.len()
     }
 
     /// Whether it remembers none.
     pub fn is_empty(&self) -> bool {
-        self.by_signature.is_empty()
+        self.order.is_empty()
     }
 }
 

@@ -30,6 +30,7 @@
 //!   is not: a peer that lies can choose, among real records issued before the cutoff, which one
 //!   a node that lacks them adopts.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -378,18 +379,18 @@ impl Store {
         self.cutoff = self.cutoff.max(cutoff);
     }
 
-    fn state_mut(&mut self, key: &Bytes) -> &mut KeyState {
-        if !self.keys.contains_key(key) {
-            self.by_hash.insert(key_hash(key), key.clone());
-            self.keys.insert(
-                key.clone(),
-                KeyState {
+    /// The state of `key` (whose [`key_hash`] is `kh`), created empty if it has none.
+    fn state_mut(&mut self, key: &Bytes, kh: u64) -> &mut KeyState {
+        match self.keys.entry(key.clone()) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(v) => {
+                self.by_hash.insert(kh, key.clone());
+                v.insert(KeyState {
                     cutoff: self.cutoff,
                     ..KeyState::default()
-                },
-            );
+                })
+            }
         }
-        self.keys.get_mut(key).expect("just inserted")
     }
 
     /// Adds a verified record and says what changed.
@@ -401,7 +402,7 @@ impl Store {
         }
         let kh = key_hash(&key);
         let leasing = self.leasing;
-        let state = self.state_mut(&key);
+        let state = self.state_mut(&key, kh);
         let before = state.visible().map(|v| v.record.clone());
         let sk = s.record.sort_key();
         let pos = match state.records.binary_search_by(|r| order(r).cmp(&order(&s))) {
@@ -593,7 +594,7 @@ impl Store {
         if known {
             self.prune_key(key, cutoff);
         }
-        let state = self.state_mut(key);
+        let state = self.state_mut(key, kh);
         if state.cutoff > cutoff {
             return Change::Known;
         }

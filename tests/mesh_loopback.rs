@@ -243,10 +243,23 @@ async fn disconnect_closes_the_link_and_both_sides_are_told() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_never_reads_is_dropped_and_others_still_get_everything() {
-    use rs2p_base::handshake::LocalInfo;
-    use rs2p_base::net::{handshake, Role};
     let mut config = MeshConfig::default();
     config.send_queue_len = 64;
+    never_reading_peer(config).await;
+}
+
+/// The same with a queue bounded in bytes only (few frames of 64 KiB fill 1 MiB): the frame
+/// count alone would let 8192 of them pile up before anything waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_bounded_in_bytes_holds_back_and_drops_a_peer_that_never_reads() {
+    let mut config = MeshConfig::default();
+    config.send_queue_bytes = 1 << 20;
+    never_reading_peer(config).await;
+}
+
+async fn never_reading_peer(mut config: MeshConfig) {
+    use rs2p_base::handshake::LocalInfo;
+    use rs2p_base::net::{handshake, Role};
     config.stall_timeout = Duration::from_secs(1);
     let network = Network::default();
     let a = MeshSocket::bind(MeshOptions {

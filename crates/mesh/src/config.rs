@@ -26,6 +26,9 @@ pub struct MeshConfig {
     /// node takes no new local commands (backpressure; see `stall_timeout`); a relayed frame that
     /// would overflow the queue is dropped for that peer and counted. Default 16384.
     pub send_queue_len: usize,
+    /// Bytes queued for one peer at most, with the same rules as `send_queue_len` (a single
+    /// frame larger than this still goes through an empty queue). Default 32 MiB.
+    pub send_queue_bytes: usize,
     /// A peer whose queue stays over half full without its writer making progress for this long
     /// is not reading, and is disconnected. Until then, local commands (broadcasts, whispers,
     /// socket writes) wait for its queue to drain, so a slow peer loses nothing. Default 10 s.
@@ -84,6 +87,7 @@ impl Default for MeshConfig {
             handshake_timeout: Duration::from_secs(10),
             max_frame_len: rs2p_base::wire::DEFAULT_MAX_FRAME_LEN,
             send_queue_len: 16384,
+            send_queue_bytes: 32 << 20,
             stall_timeout: Duration::from_secs(10),
             peer_rate: 50_000,
             flood_ban_after: Duration::from_secs(10),

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -95,11 +95,32 @@ struct Link {
     writer: tokio::task::JoinHandle<()>,
     /// The reader reads nothing before this Unix ms (the peer is over its rate).
     paused_until: Arc<AtomicU64>,
+    /// Bytes in `tx` (added when queued, taken off by the writer).
+    queued_bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
 }
 
 impl Link {
-    fn full(&self) -> bool {
-        self.tx.capacity() == 0
+    fn over_half(&self) -> bool {
+        self.tx.capacity() * 2 < self.tx.max_capacity()
+            || self.queued_bytes.load(Ordering::Relaxed) * 2 > self.max_bytes
+    }
+
+    fn empty(&self) -> bool {
+        self.tx.capacity() == self.tx.max_capacity()
+    }
+
+    /// Queues a frame unless the queue is full (in frames or bytes).
+    fn send(&self, frame: Bytes) -> bool {
+        let len = frame.len();
+        if self.queued_bytes.load(Ordering::Relaxed) + len > self.max_bytes && !self.empty() {
+            return false;
+        }
+        if self.tx.try_send(frame).is_err() {
+            return false;
+        }
+        self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        true
     }
 }
 
@@ -420,14 +441,20 @@ impl Driver {
         let progress = Arc::new(AtomicU64::new(0));
         let paused_until = Arc::new(AtomicU64::new(0));
         let (made, room) = (progress.clone(), self.room.clone());
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let taken = queued_bytes.clone();
         let writer = tokio::spawn(async move {
             // Writer: take everything queued, write it in one go, repeat; when the queue is
             // closed (the link is being closed), flush what is left and shut down.
             while let Some(first) = rx.recv().await {
+                taken.fetch_sub(first.len(), Ordering::Relaxed);
                 writer.queue(&first);
                 while writer.queued_len() < 256 * 1024 {
                     match rx.try_recv() {
-                        Ok(f) => writer.queue(&f),
+                        Ok(f) => {
+                            taken.fetch_sub(f.len(), Ordering::Relaxed);
+                            writer.queue(&f);
+                        }
                         Err(_) => break,
                     }
                 }
@@ -449,6 +476,8 @@ impl Driver {
                 progressed_at: Instant::now(),
                 writer,
                 paused_until: paused_until.clone(),
+                queued_bytes,
+                max_bytes: self.cfg.send_queue_bytes,
             },
         );
         let events = self.conn_tx.clone();
@@ -485,7 +514,7 @@ impl Driver {
             match out {
                 Output::Send { conn, frame } => {
                     if let Some(link) = self.links.get(&conn) {
-                        if link.tx.try_send(frame).is_err() {
+                        if !link.send(frame) {
                             // Full: local commands already wait for room, so this is a relay or
                             // a reply; other paths (and the sync socket's repair) recover it. A
                             // peer that stays full without reading is dropped by refresh_links.
@@ -517,7 +546,7 @@ impl Driver {
         let mut congested = false;
         for (&conn, l) in &mut self.links {
             let p = l.progress.load(Ordering::Relaxed);
-            if p != l.seen_progress || !l.full() && l.tx.capacity() == l.tx.max_capacity() {
+            if p != l.seen_progress || l.empty() {
                 l.seen_progress = p;
                 l.progressed_at = now;
             }
@@ -525,8 +554,7 @@ impl Driver {
             // reads: an honest but slow peer then loses nothing. A peer whose queue stays over
             // half full without any progress for `stall_timeout` is not reading at all: it is
             // dropped, and the commands resume.
-            let over_half = l.tx.capacity() * 2 < l.tx.max_capacity();
-            if over_half {
+            if l.over_half() {
                 if now.duration_since(l.progressed_at) > self.cfg.stall_timeout {
                     stalled.push(conn);
                 } else {

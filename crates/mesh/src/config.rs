@@ -26,8 +26,10 @@ pub struct MeshConfig {
     /// node takes no new local commands (backpressure; see `stall_timeout`); a relayed frame that
     /// would overflow the queue is dropped for that peer and counted. Default 16384.
     pub send_queue_len: usize,
-    /// Bytes queued for one peer at most, with the same rules as `send_queue_len` (a single
-    /// frame larger than this still goes through an empty queue). Default 32 MiB.
+    /// While more than half of this many bytes are queued for one peer, the node takes no new
+    /// local commands, and a peer whose queue stays so without progress for `stall_timeout` is
+    /// disconnected, as with `send_queue_len` (frames are dropped only when `send_queue_len` is
+    /// reached). Default 32 MiB.
     pub send_queue_bytes: usize,
     /// A peer whose queue stays over half full without its writer making progress for this long
     /// is not reading, and is disconnected. Until then, local commands (broadcasts, whispers,

@@ -13,7 +13,9 @@
 //!   to the lower peer id. Without leasing, the last writer wins with the same tie-break.
 //! - **Signed records:** every write is a record signed by its owner (in batches, one signature
 //!   over a Merkle root), verified by every receiver on every path; owner and time come from the
-//!   signed record, never from the neighbour that relayed it.
+//!   signed record, never from the neighbour that relayed it. A trusted network may turn
+//!   signatures off ([`SyncConfig::signed`]): unsigned nodes form their own dictionary under
+//!   [`PROTOCOL_UNSIGNED`].
 //! - **Convergence:** a key shows a pure function of its set of valid records (see
 //!   [`proto::resolve`]), so replicas holding the same records agree whatever the arrival order;
 //!   join and periodic repair exchange digests and send what the other lacks. Under a partition

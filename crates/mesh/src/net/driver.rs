@@ -110,12 +110,10 @@ impl Link {
         self.tx.capacity() == self.tx.max_capacity()
     }
 
-    /// Queues a frame unless the queue is full (in frames or bytes).
+    /// Queues a frame unless the queue is full (in frames: the byte bound holds local commands
+    /// back and detects stalls, but never drops a frame, so a large transfer is not cut).
     fn send(&self, frame: Bytes) -> bool {
         let len = frame.len();
-        if self.queued_bytes.load(Ordering::Relaxed) + len > self.max_bytes && !self.empty() {
-            return false;
-        }
         if self.tx.try_send(frame).is_err() {
             return false;
         }

@@ -1,19 +1,23 @@
 //! The sync socket's state machine: a [`Handler`] on the mesh under [`PROTOCOL`].
 //!
 //! - **Local writes** ([`SyncMachine::set`], …) check the lease by local knowledge, sign the
-//!   records as one batch, apply them, and flood the batch.
+//!   records as one batch (or, with `SyncConfig::signed` off, seal them unsigned under
+//!   [`PROTOCOL_UNSIGNED`]), apply them, and flood the batch.
 //! - **Live batches** from the mesh are verified (signature, network, timestamps, lease length,
 //!   sizes) and merged; a valid batch with something new is relayed, an invalid one is refused,
 //!   counted and never relayed.
-//! - **Join and repair.** When a peer connects, and every `repair_interval` with a random peer,
-//!   the node sends the top of its hash tree over key hashes (fanout 16, 4 levels, each node the
+//! - **Join and repair.** When a peer connects (the side with the lower id; one descent serves
+//!   both sides), and every `repair_interval` with a random peer, the node sends the top of its
+//!   hash tree over key hashes (fanout 16, 4 levels, each node the
 //!   XOR of its keys' record hashes, kept up to date in O(1) per record). Each side answers with
 //!   the children of the nodes that differ, one level deeper; at the leaves it lists its keys
 //!   (key hash and record-set hash); the other side then pushes its records for keys that differ
 //!   or the peer lacks, and asks for the rest. For `d` differences the exchange costs about
 //!   `d · 4 · 128` bytes of hashes besides the records, whatever the dictionary's size. A node
-//!   with no keys receives the whole dictionary in chunks. Records learned this way are verified
-//!   like live ones and not relayed.
+//!   with no keys asks for the whole dictionary instead, once per link, and receives it in
+//!   chunks. Transfers go in batch order, so a chunk carries whole batches and the receiver
+//!   verifies each batch once (it remembers recently verified ones). Records learned this way
+//!   are verified like live ones and not relayed.
 //!
 //! Events for the user (updates, deletes, writes that lost) queue in [`SyncMachine::take_events`].
 
@@ -568,7 +572,7 @@ impl SyncMachine {
             return Verdict::Reject;
         }
         if level == 1 && t.key_count == 0 && self.store.key_count() > 0 {
-            // A newcomer: the whole dictionary, in key order so that runs replay exactly.
+            // A newcomer: the whole dictionary, in batch order (deterministic, so runs replay).
             let keys = batch_order(&self.store, self.store.states().map(|(k, _)| k.clone()));
             self.push_keys(cx, peer, keys.iter());
             return Verdict::Accept;

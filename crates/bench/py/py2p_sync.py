@@ -6,10 +6,11 @@ last node holds them all.
     python py2p_sync.py child ...       one node (started by the driver)
 
 The driver's line: {"ms": <time until the last node held every key, or null>, "held": [per node],
-"keys": KEYS}. Each node gives up 30 s after the start (py2p's own link bugs can stall a run)."""
-import json, socket, subprocess, sys, tempfile, time
+"keys": KEYS}. Each node gives up PY2P_WAIT seconds (default 30) after the start (py2p's own
+link bugs can stall a run)."""
+import json, os, socket, subprocess, sys, tempfile, time
 
-WAIT = 30.0
+WAIT = float(os.environ.get("PY2P_WAIT", "30"))
 
 
 def free_port():

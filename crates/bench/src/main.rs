@@ -766,7 +766,7 @@ fn sync_p1_processes(keys: usize, reps: usize) -> Option<Result> {
 /// py2p 0.7.878's sync socket in the same scenario (`py/py2p_sync.py`): three processes, `keys`
 /// keys set on the first, until the last holds them. Runs that never deliver every key (py2p's
 /// link bugs) are counted, with a bounded wait of 30 s.
-fn py2p_sync(keys: usize, reps: usize) -> Option<Result> {
+fn py2p_sync(keys: usize, reps: usize, wait_secs: u32) -> Option<Result> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let python = py2p_python(&root)?;
     let script = root.join("crates/bench/py/py2p_sync.py");
@@ -776,6 +776,7 @@ fn py2p_sync(keys: usize, reps: usize) -> Option<Result> {
         let out = std::process::Command::new(&python)
             .arg(&script)
             .arg(keys.to_string())
+            .env("PY2P_WAIT", wait_secs.to_string())
             .stderr(std::process::Stdio::null())
             .output()
             .ok()?;
@@ -794,7 +795,7 @@ fn py2p_sync(keys: usize, reps: usize) -> Option<Result> {
         scenario: format!("py2p-0.7.878 sync-P1 3 processes, {keys} sets"),
         unit: "ms",
         note: format!(
-            "{} of {reps} runs delivered every key; the others held {} after 30 s",
+            "{} of {reps} runs delivered every key; the others held {} after {wait_secs} s",
             samples.len(),
             if stalled.is_empty() {
                 "-".to_string()
@@ -911,7 +912,8 @@ async fn main() {
     if want("sync-P1") || want("py2p-sync") {
         let reps = if quick { 3 } else { 5 };
         results.extend(sync_p1_processes(1000, reps));
-        results.extend(py2p_sync(1000, reps));
+        // A bounded wait per run: py2p's runs often stall (10 s in --quick, 30 s otherwise).
+        results.extend(py2p_sync(1000, reps, if quick { 10 } else { 30 }));
     }
     if want("sync-P2") || want("sync-P8") || want("sync-P3") {
         // RS2P_BENCH_SIZES=3,16 picks the sizes (for profiling one of them).
@@ -947,16 +949,17 @@ async fn main() {
     if want("sync-P4") {
         for signed in [true, false] {
             for n in [3, 16] {
-                // Three runs; each run's rate is one sample, its probes all count.
-                let secs = if quick { 2.0 } else { 10.0 };
+                // Three runs (one in --quick); each run's rate is one sample, its probes all
+                // count.
+                let (secs, runs) = if quick { (2.0, 1) } else { (10.0, 3) };
                 let (mut rate, mut conv, mut bytes) = sync_p4(n, secs, signed).await;
-                for _ in 1..3 {
+                for _ in 1..runs {
                     let (r, c, b) = sync_p4(n, secs, signed).await;
                     rate.samples.extend(r.samples);
                     conv.samples.extend(c.samples);
                     bytes.samples.extend(b.samples);
                 }
-                rate.note = format!("3 runs; the first: {}", rate.note);
+                rate.note = format!("{runs} run(s); the first: {}", rate.note);
                 results.push(rate);
                 results.push(conv);
                 results.push(bytes);
@@ -984,7 +987,7 @@ async fn main() {
     }
     if want("chord-P9-hops") {
         let sizes: &[usize] = if quick {
-            &[16, 64, 256]
+            &[16, 64]
         } else {
             &[16, 64, 256, 1024]
         };
@@ -993,7 +996,7 @@ async fn main() {
         }
     }
     if want("py2p-chord") || want("chord-P9-loopback") {
-        results.extend(py2p_chord(if quick { 10 } else { 20 }));
+        results.extend(py2p_chord(if quick { 5 } else { 20 }));
     }
     println!(
         "{:<34} {:>6} {:>10} {:>10} {:>21} {:>6}  note",

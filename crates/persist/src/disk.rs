@@ -21,7 +21,7 @@ const KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("keys");
 const BATCHES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("batches");
 
 /// The format written into every data directory; another value is refused.
-pub const FORMAT: &[u8] = b"rs2p-data/1";
+pub const FORMAT: &[u8] = b"rs2p-data/2";
 /// The database file inside a data directory.
 pub const FILE: &str = "rs2p.redb";
 

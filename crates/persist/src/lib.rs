@@ -3,8 +3,9 @@
 //!
 //! A data directory holds one file, `rs2p.redb`, with three tables:
 //!
-//! - `meta`: the format (`rs2p-data/1`), the socket kind, the network id, the settings that
-//!   change what records mean, and the node's secret key (the directory is made mode 0700);
+//! - `meta`: the format (`rs2p-data/2`; version 1 stored each record with its owner inside and
+//!   is refused), the socket kind, the network id, the settings that change what records mean,
+//!   and the node's secret key (the directory is made mode 0700);
 //! - `keys`: per key, its checkpoint and records (`DiskKey` in `proto/rs2p/v1/store.proto`);
 //! - `batches`: each signed batch's owner and leaves, once however many of its records are kept.
 //!

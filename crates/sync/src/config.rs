@@ -26,9 +26,10 @@ pub struct SyncConfig {
     /// Whether records are signed. Default true. `false` is for trusted networks only: every
     /// member can then write records in any other member's name (links stay authenticated and
     /// encrypted, so outsiders still cannot), in exchange for no ed25519 signing or verifying
-    /// and 64 bytes less per batch. Unsigned nodes speak [`crate::PROTOCOL_UNSIGNED`], so they
-    /// share a dictionary only with other unsigned nodes (on the same mesh, the two kinds keep
-    /// separate dictionaries), and a data directory keeps the mode it was created with.
+    /// and 64 bytes less per batch. Unsigned nodes speak [`crate::PROTOCOL_UNSIGNED`] and share a
+    /// dictionary only with other unsigned nodes; a data directory keeps the mode it was created
+    /// with. Do not mix the two kinds on one mesh: a signed node cannot vouch for unsigned
+    /// floods and refuses them (a test of a mixed mesh hung under load; not yet understood).
     pub signed: bool,
 }
 

@@ -127,46 +127,13 @@ pub fn seal(
     network_id: &[u8; 32],
     records: Vec<Record>,
 ) -> (Vec<Arc<Stored>>, pb::RecordBatch) {
-    debug_assert!(
-        records.iter().all(|r| r.owner == keypair.peer_id()),
-        "a batch holds its signer's records only"
-    );
-    let raws: Vec<Bytes> = records
-        .iter()
-        .map(|r| rs2p_base::wire::encode(&r.to_pb()))
-        .collect();
-    let leaves: Vec<Hash256> = raws.iter().map(|r| merkle::leaf(r)).collect();
-    let signature = keypair.sign(&signed_message(
-        network_id,
-        &merkle::root(&leaves),
-        leaves.len(),
-    ));
-    let auth = Arc::new(BatchAuth {
-        owner: keypair.peer_id(),
-        signature,
-        leaves,
-    });
-    let wire = pb::RecordBatch {
-        owner: Bytes::copy_from_slice(keypair.peer_id().as_bytes()),
-        signature: Bytes::copy_from_slice(&signature),
-        records: raws.clone(),
-        leaves: vec![],
-        indices: vec![],
-    };
-    let stored = records
-        .into_iter()
-        .zip(raws)
-        .enumerate()
-        .map(|(i, (record, raw))| {
-            Arc::new(Stored {
-                record,
-                raw,
-                auth: auth.clone(),
-                index: i as u32,
-            })
-        })
-        .collect();
-    (stored, wire)
+    seal_with(keypair.peer_id(), records, |leaves| {
+        Some(keypair.sign(&signed_message(
+            network_id,
+            &merkle::root(leaves),
+            leaves.len(),
+        )))
+    })
 }
 
 /// Builds an unsigned batch of `owner`'s records, for a trusted network where every member
@@ -174,6 +141,16 @@ pub fn seal(
 /// origin is not provable to a third node). Only receivers whose [`Limits::accept_unsigned`] is
 /// set accept it; the batch is sent with an empty signature.
 pub fn seal_unsigned(owner: PeerId, records: Vec<Record>) -> (Vec<Arc<Stored>>, pb::RecordBatch) {
+    seal_with(owner, records, |_| None)
+}
+
+/// Encodes and hashes `records` into one batch of `owner`'s; `sign` gives the signature over the
+/// leaves, or `None` for an unsigned batch (whose id is then its root and the unsigned mark).
+fn seal_with(
+    owner: PeerId,
+    records: Vec<Record>,
+    sign: impl FnOnce(&[Hash256]) -> Option<Signature>,
+) -> (Vec<Arc<Stored>>, pb::RecordBatch) {
     debug_assert!(
         records.iter().all(|r| r.owner == owner),
         "a batch holds its owner's records only"
@@ -183,14 +160,15 @@ pub fn seal_unsigned(owner: PeerId, records: Vec<Record>) -> (Vec<Arc<Stored>>, 
         .map(|r| rs2p_base::wire::encode(&r.to_pb()))
         .collect();
     let leaves: Vec<Hash256> = raws.iter().map(|r| merkle::leaf(r)).collect();
+    let signature = sign(&leaves);
     let auth = Arc::new(BatchAuth {
         owner,
-        signature: unsigned_id(&leaves),
+        signature: signature.unwrap_or_else(|| unsigned_id(&leaves)),
         leaves,
     });
     let wire = pb::RecordBatch {
         owner: Bytes::copy_from_slice(owner.as_bytes()),
-        signature: Bytes::new(),
+        signature: signature.map_or_else(Bytes::new, |s| Bytes::copy_from_slice(&s)),
         records: raws.clone(),
         leaves: vec![],
         indices: vec![],
@@ -307,27 +285,22 @@ fn open_inner(
     });
     let auth = match known {
         Some(auth) => auth,
-        None if !signed => {
-            let auth = Arc::new(BatchAuth {
-                owner,
-                signature: unsigned_id(&leaves),
-                leaves,
-            });
-            if let Some(v) = verified {
-                v.insert(auth.clone());
-            }
-            auth
-        }
         None => {
-            if !owner.verify(
-                &signed_message(&limits.network_id, &merkle::root(&leaves), leaves.len()),
-                &signature,
-            ) {
+            if signed
+                && !owner.verify(
+                    &signed_message(&limits.network_id, &merkle::root(&leaves), leaves.len()),
+                    &signature,
+                )
+            {
                 return Err(RecordError::BadSignature);
             }
             let auth = Arc::new(BatchAuth {
                 owner,
-                signature,
+                signature: if signed {
+                    signature
+                } else {
+                    unsigned_id(&leaves)
+                },
                 leaves,
             });
             if let Some(v) = verified {

@@ -203,7 +203,9 @@ fn forged_floods_are_dropped_counted_and_never_relayed() {
             hops_left: 5,
         },
     );
-    // 3. An unsigned flood for a protocol that does not verify its own payloads.
+    // 3. An unsigned flood for a protocol this node does not run: it cannot be checked, so it
+    //    is dropped, but not held against the sender (it may be another kind of node's
+    //    self-verifying protocol).
     let b = body(&attacker, now, "unsigned");
     inject(
         &mut sim,
@@ -221,12 +223,13 @@ fn forged_floods_are_dropped_counted_and_never_relayed() {
         "nothing forged is delivered"
     );
     let st = sim.node(1).mesh().stats();
-    assert_eq!(st.bad_signatures, 3);
-    assert_eq!(st.forwarded, 0, "nothing forged is relayed");
+    assert_eq!(st.bad_signatures, 2);
+    assert_eq!(st.unverifiable, 1);
+    assert_eq!(st.forwarded, 0, "nothing forged or unverifiable is relayed");
     assert_eq!(
         st.peers.get(&sim.id(0)).map(|p| p.strikes),
-        Some(3),
-        "counted against the sender"
+        Some(2),
+        "the forgeries count against the sender"
     );
 
     // A genuine message with the forged one's body but a valid signature still gets through:
@@ -388,4 +391,66 @@ fn a_full_node_redials_a_persistent_address_with_backoff_not_at_every_tick() {
         &[sim.id(1)],
         "still within max_peers"
     );
+}
+
+/// A handler that records nothing and accepts everything; registered so that the node runs
+/// its protocol with mesh-signed floods.
+struct Accepting(&'static str);
+
+impl rs2p_mesh::Handler for Accepting {
+    fn protocol(&self) -> &str {
+        self.0
+    }
+    fn on_message(
+        &mut self,
+        _cx: &mut rs2p_mesh::proto::Context<'_>,
+        _msg: rs2p_mesh::proto::InboundMessage,
+    ) -> rs2p_mesh::proto::Verdict {
+        rs2p_mesh::proto::Verdict::Accept
+    }
+}
+
+#[test]
+fn an_unsigned_flood_counts_against_its_sender_only_for_a_protocol_run_here_with_signatures() {
+    // Node 1 runs "/signed/1" (mesh-signed floods) and nothing else; node 0 sends it unsigned
+    // floods of that protocol and of one node 1 does not run. Only the first kind is a forgery.
+    let mut sim = Sim::new(12, 2);
+    let now = sim.now();
+    sim.node_mut(1)
+        .register(Box::new(Accepting("/signed/1")), now)
+        .expect("register");
+    sim.link(0, 1, Faults::NONE);
+    let conn = rs2p_mesh::proto::ConnId(2);
+    let origin = sim.keypair(0);
+    let unsigned = |protocol: &str, seq: u64, now: u64| pb::Flood {
+        signature: Bytes::new(),
+        body: rs2p_base::wire::encode(&pb::FloodBody {
+            origin: Bytes::copy_from_slice(origin.peer_id().as_bytes()),
+            seq,
+            issued_at_ms: now,
+            protocol: protocol.into(),
+            payload: Bytes::from_static(b"x"),
+        }),
+        hops_left: 5,
+    };
+    // Many more than `max_strikes` floods of the protocol node 1 does not run: no ban.
+    for seq in 0..20 {
+        let now = sim.now();
+        inject(
+            &mut sim,
+            1,
+            conn,
+            unsigned("/unsigned-elsewhere/1", seq, now),
+        );
+    }
+    let st = sim.node(1).mesh().stats();
+    assert_eq!(st.unverifiable, 20);
+    assert_eq!(st.bad_signatures, 0);
+    assert_eq!(sim.node(1).mesh().peers(), &[sim.id(0)], "still connected");
+
+    let now = sim.now();
+    inject(&mut sim, 1, conn, unsigned("/signed/1", 100, now));
+    let st = sim.node(1).mesh().stats();
+    assert_eq!(st.bad_signatures, 1, "a forgery of a protocol run here");
+    assert_eq!(st.peers.get(&sim.id(0)).map(|p| p.strikes), Some(1));
 }

@@ -332,3 +332,44 @@ async fn unsigned_nodes_share_a_dictionary_of_their_own() {
         s.close().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_and_unsigned_nodes_share_a_mesh_but_not_a_dictionary() {
+    // Two unsigned nodes and a signed one, all connected. Each kind floods a protocol the other
+    // does not run: the floods are dropped as unverifiable, never held against the sender (this
+    // used to count as a bad signature, so the kinds banned each other and the links broke).
+    let mut unsigned = SyncConfig::default();
+    unsigned.signed = false;
+    let a = node(unsigned.clone()).await;
+    let b = node(unsigned).await;
+    let s = node(SyncConfig::default()).await;
+    b.mesh().connect(a.mesh().local_addr()).await.unwrap();
+    s.mesh().connect(a.mesh().local_addr()).await.unwrap();
+    s.mesh().connect(b.mesh().local_addr()).await.unwrap();
+    // Well over `max_strikes` floods each way.
+    for i in 0..20 {
+        a.set(format!("a{i}"), "unsigned").await.unwrap();
+        s.set(format!("s{i}"), "signed").await.unwrap();
+    }
+    a.update((0..3000).map(|i| (format!("key{i:05}"), [7u8; 100])))
+        .await
+        .unwrap();
+    until(|| async { b.len() == 3020 }, "b to get a's writes").await;
+    converge(&[a.clone(), b.clone()]).await;
+    assert_eq!(s.len(), 20, "the signed node keeps its own dictionary");
+    assert!(a.get("s0").is_none() && b.get("s0").is_none());
+    for n in [&a, &b, &s] {
+        let st = n.mesh().stats().await.unwrap();
+        assert_eq!(st.bad_signatures, 0, "no flood counted as forged");
+        assert_eq!(st.peers.len(), 2, "every link still up");
+        assert!(st.peers.values().all(|p| p.strikes == 0));
+    }
+    let st = s.mesh().stats().await.unwrap();
+    assert!(
+        st.unverifiable > 0,
+        "the signed node saw the unsigned floods"
+    );
+    for n in [a, b, s] {
+        n.close().await.unwrap();
+    }
+}

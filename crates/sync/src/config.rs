@@ -28,8 +28,9 @@ pub struct SyncConfig {
     /// encrypted, so outsiders still cannot), in exchange for no ed25519 signing or verifying
     /// and 64 bytes less per batch. Unsigned nodes speak [`crate::PROTOCOL_UNSIGNED`] and share a
     /// dictionary only with other unsigned nodes; a data directory keeps the mode it was created
-    /// with. Do not mix the two kinds on one mesh: a signed node cannot vouch for unsigned
-    /// floods and refuses them (a test of a mixed mesh hung under load; not yet understood).
+    /// with. The two kinds may share a mesh: each drops the other's floods unread (counted as
+    /// `MeshStats::unverifiable`, never against the sender) and relays none of them, so two
+    /// unsigned nodes linked only through signed ones do not hear each other's writes.
     pub signed: bool,
 }
 

@@ -219,6 +219,8 @@ pub struct Mesh {
     pending: BTreeMap<ConnId, IpAddr>,
     addrs: BTreeMap<SocketAddr, AddrState>,
     self_verifying: BTreeSet<String>,
+    /// Protocols run here whose floods the mesh signs (an unsigned one is a forgery).
+    mesh_signed: BTreeSet<String>,
     banned: BTreeMap<PeerId, Millis>,
     strikes: BTreeMap<PeerId, u32>,
     seen: SeenCache,
@@ -267,6 +269,7 @@ impl Mesh {
             neighbors: BTreeMap::new(),
             addrs: BTreeMap::new(),
             self_verifying: BTreeSet::new(),
+            mesh_signed: BTreeSet::new(),
             banned: BTreeMap::new(),
             strikes: BTreeMap::new(),
             seen,
@@ -318,6 +321,14 @@ impl Mesh {
     /// [`crate::proto::Handler::verifies_own_payloads`]).
     pub fn set_self_verifying(&mut self, protocol: &str) {
         self.self_verifying.insert(protocol.to_owned());
+    }
+
+    /// Marks a protocol as run here with mesh-signed floods: an unsigned flood of it is a
+    /// forgery and counts against its sender. (An unsigned flood of a protocol not run here at
+    /// all cannot be judged: it may be another kind of node's self-verifying protocol, so it is
+    /// dropped without blame.)
+    pub fn set_mesh_signed(&mut self, protocol: &str) {
+        self.mesh_signed.insert(protocol.to_owned());
     }
 
     /// The next output for the driver.
@@ -753,9 +764,17 @@ impl Mesh {
         let self_verifying = f.signature.is_empty();
         if self_verifying {
             if !self.self_verifying.contains(&body.protocol) {
-                // We cannot vouch for an unsigned flood of a protocol we do not run.
-                self.stats.bad_signatures += 1;
-                self.strike(peer, now);
+                // We cannot vouch for an unsigned flood of a protocol we do not verify. If we run
+                // it with mesh signatures, it is a forgery; if we do not run it at all, it may be
+                // a self-verifying protocol of another kind of node (an unsigned sync socket's on
+                // a mesh with signed ones): neither delivered nor relayed, and not held against
+                // the peer.
+                if self.mesh_signed.contains(&body.protocol) {
+                    self.stats.bad_signatures += 1;
+                    self.strike(peer, now);
+                } else {
+                    self.stats.unverifiable += 1;
+                }
                 return;
             }
         } else if !flood::verify(&origin, &self.network_id, &f.body, &f.signature) {

@@ -74,6 +74,8 @@ impl Node {
         }
         if handler.verifies_own_payloads() {
             self.mesh.set_self_verifying(&protocol);
+        } else {
+            self.mesh.set_mesh_signed(&protocol);
         }
         self.handlers.insert(protocol.clone(), handler);
         for peer in self.mesh.peers().to_vec() {

@@ -43,6 +43,9 @@ pub struct MeshStats {
     pub relays_suppressed: u64,
     /// Floods dropped for a bad signature or a forged origin.
     pub bad_signatures: u64,
+    /// Unsigned floods of a protocol this node does not run (it cannot check them): dropped,
+    /// not relayed, and not held against the sender.
+    pub unverifiable: u64,
     /// Floods dropped as too old, from the future, or out of hops.
     pub stale: u64,
     /// Frames that did not decode.

@@ -15,7 +15,7 @@ pub struct SyncConfig {
     pub max_key_len: usize,
     /// The longest value. Default 256 KiB.
     pub max_value_len: usize,
-    /// How often the node compares its dictionary with a random peer's. Default 5 s.
+    /// How often the node compares its dictionary with a peer's (each peer in turn). Default 5 s.
     pub repair_interval: Duration,
     /// Bytes of records per join or repair message. Default 256 KiB.
     pub transfer_chunk: usize,

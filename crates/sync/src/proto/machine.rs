@@ -7,7 +7,7 @@
 //!   sizes) and merged; a valid batch with something new is relayed, an invalid one is refused,
 //!   counted and never relayed.
 //! - **Join and repair.** When a peer connects (the side with the lower id; one descent serves
-//!   both sides), and every `repair_interval` with a random peer, the node sends the top of its
+//!   both sides), and every `repair_interval` with each peer in turn, the node sends the top of its
 //!   hash tree over key hashes (fanout 16, 4 levels, each node the
 //!   XOR of its keys' record hashes, kept up to date in O(1) per record). Each side answers with
 //!   the children of the nodes that differ, one level deeper; at the leaves it lists its keys
@@ -119,6 +119,10 @@ pub struct SyncMachine {
     events: VecDeque<SyncEvent>,
     stats: SyncStats,
     repair_armed: bool,
+    /// Which peer the next repair tick compares with: they take turns (a random choice could
+    /// leave the one link between two groups uncompared for long); `None` until the first tick
+    /// picks a random start.
+    repair_turn: Option<usize>,
     /// Keys still to send to each peer (join and repair), drained a few chunks per tick.
     outbox: BTreeMap<PeerId, VecDeque<Bytes>>,
     push_armed: bool,
@@ -150,6 +154,7 @@ impl SyncMachine {
             events: VecDeque::new(),
             stats: SyncStats::default(),
             repair_armed: false,
+            repair_turn: None,
             outbox: BTreeMap::new(),
             push_armed: false,
             verified: rs2p_record::VerifiedBatches::default(),
@@ -767,8 +772,12 @@ impl Handler for SyncMachine {
             }
             let peers = cx.peers().to_vec();
             if !peers.is_empty() {
-                let peer = peers[cx.rng().gen_range(0..peers.len())];
-                self.send_digest(cx, peer);
+                let turn = match self.repair_turn {
+                    Some(t) => t,
+                    None => cx.rng().gen_range(0..peers.len()),
+                };
+                self.repair_turn = Some(turn.wrapping_add(1));
+                self.send_digest(cx, peers[turn % peers.len()]);
             }
             // Keep ticking even alone, so that pruning runs.
             self.arm_repair(cx);

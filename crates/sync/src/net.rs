@@ -64,7 +64,7 @@ impl Shared {
                 let store = m.store();
                 let ops = keys.into_iter().map(|k| match store.key(&k) {
                     Some(st) => {
-                        let (cutoff, base) = st.checkpoint();
+                        let (cutoff, base) = store.checkpoint(st);
                         let entry = KeyEntry {
                             cutoff,
                             base: base.cloned(),

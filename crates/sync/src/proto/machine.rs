@@ -495,7 +495,7 @@ impl SyncMachine {
                     let Some(st) = self.store.key(&k) else {
                         continue;
                     };
-                    let (cutoff, base) = st.checkpoint();
+                    let (cutoff, base) = self.store.checkpoint(st);
                     if cutoff > 0 {
                         let holder = base.map(|b| {
                             size += b.raw.len() + 40;

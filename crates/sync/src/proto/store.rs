@@ -92,7 +92,9 @@ impl KeyState {
         &self.records
     }
 
-    /// The checkpoint: its cutoff and the record that held the key then.
+    /// The checkpoint as this key last folded it: its cutoff and the record that held the key
+    /// then. The store's own cutoff may be later (a key with nothing to fold is not visited when
+    /// the store prunes); [`Store::checkpoint`] gives the one in force.
     pub fn checkpoint(&self) -> (u64, Option<&Arc<Stored>>) {
         (self.cutoff, self.base.as_ref())
     }
@@ -186,6 +188,10 @@ pub struct Store {
     records: usize,
     /// The latest cutoff pruned to: records issued before it are refused for any key.
     cutoff: u64,
+    /// Keys (by hash) that may hold records to fold, by the [`PRUNE_GRID`] slot of their oldest
+    /// record when it was noted (leasing only). Pruning visits only the slots before its cutoff,
+    /// not every key: at a million keys a full scan stalled the node for about a second.
+    due: BTreeMap<u64, Vec<u64>>,
     /// Keys changed since the last [`Store::take_dirty`], when changes are tracked.
     dirty: Option<HashSet<Bytes>>,
     cutoff_dirty: bool,
@@ -202,6 +208,7 @@ impl Store {
             live: 0,
             records: 0,
             cutoff: 0,
+            due: BTreeMap::new(),
             dirty: None,
             cutoff_dirty: false,
         }
@@ -230,6 +237,20 @@ impl Store {
     /// The latest cutoff this store pruned to.
     pub fn cutoff(&self) -> u64 {
         self.cutoff
+    }
+
+    /// The checkpoint in force for a key's state: its cutoff (never earlier than the store's)
+    /// and the record that held the key then.
+    pub fn checkpoint<'a>(&self, st: &'a KeyState) -> (u64, Option<&'a Arc<Stored>>) {
+        (st.cutoff.max(self.cutoff), st.base.as_ref())
+    }
+
+    /// Notes that `kh`'s oldest record was issued at `issued_at`, so that pruning past it
+    /// visits the key.
+    fn schedule(&mut self, kh: u64, issued_at: u64) {
+        if self.leasing {
+            self.due.entry(issued_at / PRUNE_GRID).or_default().push(kh);
+        }
     }
 
     /// The state of one key.
@@ -368,6 +389,10 @@ impl Store {
             Self::toggle(&mut self.tree, kh, *h);
         }
         state.refold(self.leasing);
+        if let Some(first) = state.records.first() {
+            let issued_at = first.record.issued_at;
+            self.schedule(kh, issued_at);
+        }
         self.records += hashes.len();
         self.live += usize::from(state.visible().is_some());
         self.by_hash.insert(kh, key.clone());
@@ -396,7 +421,10 @@ impl Store {
     /// Adds a verified record and says what changed.
     pub fn insert(&mut self, s: Arc<Stored>) -> Change {
         let key = s.record.key.clone();
-        let floor = self.keys.get(&key).map_or(self.cutoff, |st| st.cutoff);
+        let floor = self
+            .keys
+            .get(&key)
+            .map_or(self.cutoff, |st| st.cutoff.max(self.cutoff));
         if self.leasing && s.record.issued_at < floor {
             return Change::Stale;
         }
@@ -456,6 +484,10 @@ impl Store {
         for t in toggles {
             Self::toggle(&mut self.tree, kh, t);
         }
+        if pos == 0 {
+            // A new oldest record: pruning past it must visit the key.
+            self.schedule(kh, sk.0);
+        }
         self.mark(&key);
         self.change(before, after, !last, sk)
     }
@@ -499,21 +531,25 @@ impl Store {
         }
         self.cutoff = cutoff;
         self.cutoff_dirty = true;
-        let keys: Vec<Bytes> = self
-            .keys
-            .iter()
-            .filter(|(_, st)| {
-                st.cutoff < cutoff
-                    && (st
-                        .records
-                        .first()
-                        .is_some_and(|r| r.record.issued_at < cutoff)
-                        || st.base.is_none())
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in keys {
-            self.prune_key(&k, cutoff);
+        // Only keys whose oldest record is older than the cutoff change; every other key's
+        // checkpoint in force moves with the store's cutoff (see `Store::checkpoint`).
+        let later = self.due.split_off(&((cutoff - 1) / PRUNE_GRID + 1));
+        let due = std::mem::replace(&mut self.due, later);
+        for kh in due.into_values().flatten() {
+            let Some(key) = self.by_hash.get(&kh).cloned() else {
+                continue; // forgotten since
+            };
+            let oldest = self
+                .keys
+                .get(&key)
+                .and_then(|st| st.records.first())
+                .map(|r| r.record.issued_at);
+            match oldest {
+                Some(t) if t < cutoff => self.prune_key(&key, cutoff),
+                // Noted in the last slot but not older than the cutoff: keep it noted.
+                Some(t) => self.schedule(kh, t),
+                None => {}
+            }
         }
     }
 
@@ -563,8 +599,14 @@ impl Store {
             "pruning never changes what is shown"
         );
         let forget = state.base.is_none() && state.records.is_empty();
+        let next = (split > 0)
+            .then(|| state.records.first().map(|r| r.record.issued_at))
+            .flatten();
         for h in dropped {
             Self::toggle(&mut self.tree, kh, h);
+        }
+        if let Some(t) = next {
+            self.schedule(kh, t);
         }
         self.mark(key);
         if forget {
@@ -594,8 +636,9 @@ impl Store {
         if known {
             self.prune_key(key, cutoff);
         }
+        let store_cutoff = self.cutoff;
         let state = self.state_mut(key, kh);
-        if state.cutoff > cutoff {
+        if state.cutoff.max(store_cutoff) > cutoff {
             return Change::Known;
         }
         if !known {
@@ -662,6 +705,16 @@ mod tests {
             lease_until: t + LEASE,
         };
         seal(kp, &[0; 32], vec![r]).0.remove(0)
+    }
+
+    /// Whether every record older than the store's cutoff has been folded (what a prune that
+    /// visited every key would leave; pruning visits only the keys noted as due).
+    fn folded_to_cutoff(s: &Store) -> bool {
+        s.states().all(|(_, st)| {
+            st.records()
+                .first()
+                .is_none_or(|r| r.record.issued_at >= s.cutoff())
+        })
     }
 
     fn snapshot(s: &Store) -> Vec<(Bytes, Record)> {
@@ -864,18 +917,20 @@ mod tests {
             for (i, (at, r)) in arrivals.iter().enumerate() {
                 if prune_at[i % prune_at.len()] {
                     pruned.prune(cutoff_at(*at, HORIZON));
+                    prop_assert!(folded_to_cutoff(&pruned));
                 }
                 prop_assert_ne!(pruned.insert(r.clone()), Change::Stale, "a record within the guarantee is never stale");
             }
             let end = arrivals.last().map_or(0, |(at, _)| *at) + 2 * HORIZON;
             pruned.prune(cutoff_at(end, HORIZON));
+            prop_assert!(folded_to_cutoff(&pruned));
             prop_assert_eq!(snapshot(&pruned), snapshot(&full));
             prop_assert!(pruned.record_count() <= full.record_count());
 
             // A newcomer fed the pruned replica's checkpoints, then its records.
             let mut fresh = Store::new(true);
             for (k, st) in pruned.states() {
-                let (cutoff, base) = st.checkpoint();
+                let (cutoff, base) = pruned.checkpoint(st);
                 if cutoff > 0 {
                     fresh.merge_checkpoint(k, cutoff, base.cloned());
                 }
@@ -902,7 +957,7 @@ mod tests {
                 for k in keys {
                     match s.key(&k) {
                         Some(st) => {
-                            let (c, b) = st.checkpoint();
+                            let (c, b) = s.checkpoint(st);
                             disk.insert(k, (c, b.cloned(), st.records().to_vec()));
                         }
                         None => {
@@ -923,6 +978,7 @@ mod tests {
             for (i, (at, r)) in arrivals.iter().enumerate() {
                 if prune_at[i % prune_at.len()] {
                     live.prune(cutoff_at(*at, HORIZON));
+                    prop_assert!(folded_to_cutoff(&live));
                 }
                 live.insert(r.clone());
                 if flush_at[i % flush_at.len()] {
@@ -942,6 +998,14 @@ mod tests {
             prop_assert_eq!(back.key_count(), live.key_count());
             prop_assert_eq!(back.len(), live.len());
             prop_assert_eq!(back.cutoff(), live.cutoff());
+            // Restored keys are noted for pruning like live ones: pruning both further keeps
+            // them equal.
+            let later = cutoff_at(arrivals.last().map_or(0, |(at, _)| *at) + 2 * HORIZON, HORIZON);
+            live.prune(later);
+            back.prune(later);
+            prop_assert!(folded_to_cutoff(&live) && folded_to_cutoff(&back));
+            prop_assert_eq!(snapshot(&back), snapshot(&live));
+            prop_assert_eq!(&back.tree, &live.tree);
         }
 
         /// After a breach of the guarantee (checkpoints that disagree), merging them in any order

@@ -398,3 +398,34 @@ async fn a_node_refused_by_a_full_bootstrap_node_finds_the_others() {
     .await;
     assert!(a.peers().await.unwrap().len() <= 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connecting_to_a_peer_already_connected_answers_at_once() {
+    // c learns b from a and one of them dials the other; c then asks to connect to b's address.
+    // Nothing needs dialing, and the call used to wait for an answer that never came.
+    let (a, b, c) = (node().await, node().await, node().await);
+    b.connect(a.local_addr()).await.unwrap();
+    c.connect(a.local_addr()).await.unwrap();
+    wait_for(
+        || {
+            let c = c.clone();
+            async move { c.peers().await.unwrap().len() == 2 }
+        },
+        "c to find b through a",
+    )
+    .await;
+    let got = tokio::time::timeout(Duration::from_secs(20), c.connect(b.local_addr()))
+        .await
+        .expect("connect answers instead of hanging")
+        .unwrap();
+    assert_eq!(got, b.local_id());
+    // And again, now that the address is marked to be kept.
+    let again = tokio::time::timeout(Duration::from_secs(20), c.connect(b.local_addr()))
+        .await
+        .expect("connect answers instead of hanging")
+        .unwrap();
+    assert_eq!(again, b.local_id());
+    for n in [a, b, c] {
+        n.close().await.unwrap();
+    }
+}

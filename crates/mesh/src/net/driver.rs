@@ -234,8 +234,15 @@ impl Driver {
         let now = unix_ms();
         match cmd {
             Command::Connect { addr, reply } => {
-                self.connect_waiters.entry(addr).or_default().push(reply);
                 self.node.connect(addr, now);
+                // Already connected there (say the peer dialed us first, after another peer
+                // named it): nothing will be dialed, so answer now rather than never.
+                match self.node.mesh().connected_at(addr) {
+                    Some(peer) => {
+                        let _ = reply.send(Ok(peer));
+                    }
+                    None => self.connect_waiters.entry(addr).or_default().push(reply),
+                }
             }
             Command::Disconnect { peer, reply } => {
                 let _ = reply.send(self.node.disconnect(peer, now));

@@ -352,6 +352,17 @@ impl Mesh {
         self.dial_due(now);
     }
 
+    /// The peer connected through `addr` (dialed there, or listening there by its own word),
+    /// unless a dial to `addr` is under way. [`Mesh::connect`] does not dial an address whose
+    /// peer is connected already, so the driver answers such a request with this at once.
+    pub fn connected_at(&self, addr: SocketAddr) -> Option<PeerId> {
+        let st = self.addrs.get(&addr)?;
+        if st.dialing {
+            return None;
+        }
+        st.peer.filter(|p| self.by_peer.contains_key(p))
+    }
+
     /// Dials `addr` once now, unless `expected` is already connected or a dial to `addr` is under
     /// way; not redialed after a failure (unlike [`Mesh::connect`]). Socket types use it to reach
     /// the peers their routing wants (a chord node's successors and fingers).

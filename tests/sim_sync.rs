@@ -206,3 +206,47 @@ fn a_write_made_after_seeing_a_delete_is_never_ordered_before_it() {
         );
     }
 }
+
+#[test]
+fn a_flooded_batch_without_its_owner_is_owned_by_the_flood_origin_and_checked_against_it() {
+    use rs2p_sync::proto::record::{seal, Record};
+    let mut w = World::new(8, 3, true);
+    w.sim.link(0, 1, Faults::NONE);
+    w.sim.link(1, 2, Faults::NONE);
+    let now = w.sim.node_now(1);
+    let rec = |owner: rs2p_base::PeerId, key: &str| Record {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        value: Bytes::from_static(b"v"),
+        tombstone: false,
+        owner,
+        issued_at: now,
+        version: now << 10,
+        lease_until: now + 20_000,
+    };
+    // Signed by the flood's origin (node 0), owner left out as live floods do: accepted, stored
+    // as node 0's, and relayed.
+    let origin = w.sim.keypair(0);
+    let (_, mut own) = seal(&origin, &w.network, vec![rec(origin.peer_id(), "own")]);
+    own.owner = Bytes::new();
+    inject_live(&mut w, own);
+    for i in 1..3 {
+        let m = w.machines[i].lock();
+        let got = m.store().get(b"own".as_slice()).cloned();
+        assert_eq!(got.map(|r| r.owner), Some(origin.peer_id()), "node {i}");
+    }
+    // Signed by someone else, owner left out: it would pass as node 0's write, so the signature
+    // is checked against node 0's key and fails.
+    let other = rs2p_base::Keypair::from_seed([67; 32]);
+    let (_, mut stolen) = seal(&other, &w.network, vec![rec(other.peer_id(), "stolen")]);
+    stolen.owner = Bytes::new();
+    inject_live(&mut w, stolen);
+    for i in 1..3 {
+        assert!(w.machines[i]
+            .lock()
+            .store()
+            .key(b"stolen".as_slice())
+            .is_none());
+    }
+    let refused = w.machines[1].lock().stats().refused.clone();
+    assert_eq!(refused.get("BadSignature"), Some(&1), "{refused:?}");
+}

@@ -306,6 +306,12 @@ impl SyncMachine {
         for s in stored {
             self.merge(s);
         }
+        // Flooded by its owner, the batch leaves its owner out: the flood's origin says it (and
+        // the signature, checked against that id, proves it).
+        let wire = pb::RecordBatch {
+            owner: Bytes::new(),
+            ..wire
+        };
         let msg = pb::SyncMessage {
             kind: Some(Kind::Live(wire)),
         };
@@ -727,11 +733,16 @@ impl Handler for SyncMachine {
         let now = cx.now();
         let flooded = msg.delivery == rs2p_mesh::Delivery::Flood;
         match kind {
-            Kind::Live(batch) => match self.receive_batch(batch, now) {
-                Ok(0) => Verdict::Ignore,
-                Ok(_) => Verdict::Accept,
-                Err(_) => Verdict::Reject,
-            },
+            Kind::Live(mut batch) => {
+                if batch.owner.is_empty() {
+                    batch.owner = Bytes::copy_from_slice(msg.origin.as_bytes());
+                }
+                match self.receive_batch(batch, now) {
+                    Ok(0) => Verdict::Ignore,
+                    Ok(_) => Verdict::Accept,
+                    Err(_) => Verdict::Reject,
+                }
+            }
             // Everything else is point to point; a flooded one is a protocol violation.
             _ if flooded => Verdict::Reject,
             Kind::Transfer(t) => {

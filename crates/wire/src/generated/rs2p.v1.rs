@@ -31,6 +31,8 @@ pub struct Record {
 /// signature = ed25519(owner, "rs2p/v1/sync-batch" || network_id || root || leaf count (u32 LE))
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct RecordBatch {
+    /// The writer's PeerId. Empty in a live batch flooded by its writer: the flood's origin is the
+    /// owner (the signature is checked against it all the same).
     #[prost(bytes = "bytes", tag = "1")]
     pub owner: ::prost::bytes::Bytes,
     #[prost(bytes = "bytes", tag = "2")]

@@ -22,6 +22,18 @@ async fn wait_for<F: std::future::Future<Output = bool>>(mut cond: impl FnMut() 
     panic!("timed out waiting for {what}");
 }
 
+/// Waits until `s` has `n` peers.
+async fn wait_for_peers(s: &MeshSocket, n: usize, what: &str) {
+    wait_for(
+        || {
+            let s = s.clone();
+            async move { s.peers().await.unwrap().len() == n }
+        },
+        what,
+    )
+    .await;
+}
+
 /// Collects `n` messages from an event stream.
 async fn messages(s: &mut rs2p_mesh::EventStream, n: usize) -> Vec<bytes::Bytes> {
     let mut got = Vec::new();
@@ -94,24 +106,10 @@ async fn a_node_that_drops_and_comes_back_is_reconnected() {
     let c = MeshSocket::bind(opts).await.unwrap();
     let c_addr: SocketAddr = c.local_addr();
     a.connect(c_addr).await.unwrap();
-    wait_for(
-        || {
-            let b = b.clone();
-            async move { b.peers().await.unwrap().len() == 2 }
-        },
-        "b to find c",
-    )
-    .await;
+    wait_for_peers(&b, 2, "b to find c").await;
 
     c.close().await.unwrap();
-    wait_for(
-        || {
-            let a = a.clone();
-            async move { a.peers().await.unwrap().len() == 1 }
-        },
-        "a to see c leave",
-    )
-    .await;
+    wait_for_peers(&a, 1, "a to see c leave").await;
 
     let c = MeshSocket::bind(MeshOptions {
         listen: c_addr,
@@ -120,14 +118,7 @@ async fn a_node_that_drops_and_comes_back_is_reconnected() {
     })
     .await
     .unwrap();
-    wait_for(
-        || {
-            let c = c.clone();
-            async move { c.peers().await.unwrap().len() == 2 }
-        },
-        "a and b to redial c",
-    )
-    .await;
+    wait_for_peers(&c, 2, "a and b to redial c").await;
     let mut ea = a.events();
     let mut eb = b.events();
     c.broadcast("/test/1", "back").await.unwrap();
@@ -286,14 +277,7 @@ async fn never_reading_peer(mut config: MeshConfig) {
     )
     .await
     .unwrap();
-    wait_for(
-        || {
-            let a = a.clone();
-            async move { a.peers().await.unwrap().len() == 2 }
-        },
-        "both peers",
-    )
-    .await;
+    wait_for_peers(&a, 2, "both peers").await;
 
     let mut events = honest.events();
     let payload = bytes::Bytes::from(vec![7u8; 64 * 1024]);
@@ -406,14 +390,7 @@ async fn connecting_to_a_peer_already_connected_answers_at_once() {
     let (a, b, c) = (node().await, node().await, node().await);
     b.connect(a.local_addr()).await.unwrap();
     c.connect(a.local_addr()).await.unwrap();
-    wait_for(
-        || {
-            let c = c.clone();
-            async move { c.peers().await.unwrap().len() == 2 }
-        },
-        "c to find b through a",
-    )
-    .await;
+    wait_for_peers(&c, 2, "c to find b through a").await;
     let got = tokio::time::timeout(Duration::from_secs(20), c.connect(b.local_addr()))
         .await
         .expect("connect answers instead of hanging")

@@ -101,7 +101,7 @@ impl World {
         for k in keys {
             match m.store().key(&k) {
                 Some(st) => {
-                    let (c, b) = st.checkpoint();
+                    let (c, b) = m.store().checkpoint(st);
                     disk.keys.insert(k, (c, b.cloned(), st.records().to_vec()));
                 }
                 None => {
@@ -303,7 +303,7 @@ pub fn run(seed: u64, prune: bool) -> Counts {
                             j != victim
                                 && w.machines[j].lock().store().key(k.as_bytes()).is_some_and(
                                     |st| {
-                                        st.records().iter().chain(st.checkpoint().1).any(|s| {
+                                        st.records().iter().chain(st.base()).any(|s| {
                                             s.record.owner == ids[*o]
                                                 && s.record.version == *version
                                         })
@@ -340,7 +340,7 @@ pub fn run(seed: u64, prune: bool) -> Counts {
             // The shown record is the fold of the records kept on top of the checkpoint: no lease
             // broken (the fold's rules are property-tested in rs2p-sync).
             let records: Vec<_> = st.records().iter().map(|s| s.record.clone()).collect();
-            let base = st.checkpoint().1.map(|b| b.record.clone());
+            let base = st.base().map(|b| b.record.clone());
             let holder = match resolve::fold_from(base.as_ref(), records.iter(), leasing) {
                 resolve::Folded::Empty => None,
                 resolve::Folded::Initial => base.as_ref(),
@@ -381,12 +381,12 @@ pub fn run(seed: u64, prune: bool) -> Counts {
             continue;
         };
         // Final once before the node's cutoff, or its key's (merged from a peer's checkpoint).
-        let finalized = *issued_at < m.store().cutoff().max(st.checkpoint().0);
+        let finalized = *issued_at < m.store().checkpoint(st).0;
         let owner_id = w.sim.id(*owner);
         let present = st
             .records()
             .iter()
-            .chain(st.checkpoint().1)
+            .chain(st.base())
             .any(|s| s.record.owner == owner_id && s.record.version == *version);
         assert!(
             present || !leasing || finalized,

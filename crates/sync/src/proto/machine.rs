@@ -807,7 +807,7 @@ fn batch_order(store: &Store, keys: impl IntoIterator<Item = Bytes>) -> Vec<Byte
         .map(|k| {
             let newest = store
                 .key(&k)
-                .and_then(|st| st.records().last().or(st.checkpoint().1));
+                .and_then(|st| st.records().last().or(st.base()));
             let (batch, index) = newest.map_or((0, 0), |r| {
                 let mut first = [0u8; 8];
                 first.copy_from_slice(&r.auth.signature[..8]);

@@ -92,11 +92,10 @@ impl KeyState {
         &self.records
     }
 
-    /// The checkpoint as this key last folded it: its cutoff and the record that held the key
-    /// then. The store's own cutoff may be later (a key with nothing to fold is not visited when
-    /// the store prunes); [`Store::checkpoint`] gives the one in force.
-    pub fn checkpoint(&self) -> (u64, Option<&Arc<Stored>>) {
-        (self.cutoff, self.base.as_ref())
+    /// The checkpoint's record: the one that held the key at its cutoff, if any. The cutoff in
+    /// force depends on the store's too: see [`Store::checkpoint`].
+    pub fn base(&self) -> Option<&Arc<Stored>> {
+        self.base.as_ref()
     }
 
     /// The XOR of the kept records' short hashes.

@@ -93,6 +93,27 @@ impl NodeProc {
             .unwrap_or_else(|e| panic!("{line:?} answered {answer:?}: {e}"))
     }
 
+    /// Sends every line at once, as a script piped into the node would, then reads one answer per
+    /// line.
+    pub fn pipe(&mut self, lines: &[String]) -> Vec<Value> {
+        let script: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        self.stdin
+            .write_all(script.as_bytes())
+            .expect("the node's stdin");
+        self.stdin.flush().expect("the node's stdin");
+        lines
+            .iter()
+            .map(|line| {
+                let mut answer = String::new();
+                self.stdout
+                    .read_line(&mut answer)
+                    .expect("the node's answer");
+                serde_json::from_str(&answer)
+                    .unwrap_or_else(|e| panic!("{line:?} answered {answer:?}: {e}"))
+            })
+            .collect()
+    }
+
     /// Sends one command line without reading its answer (to kill the node mid-command).
     pub fn send(&mut self, line: &str) {
         writeln!(self.stdin, "{line}").expect("the node's stdin");

@@ -44,6 +44,53 @@ fn three_processes_share_a_dictionary_and_a_killed_one_catches_up() {
 }
 
 #[test]
+fn a_piped_script_gets_one_answer_per_line_in_order() {
+    let a_addr = format!("127.0.0.1:{}", free_port());
+    let mut a = NodeProc::start(&[], &a_addr, &[]);
+    let mut b = NodeProc::start(&[], "127.0.0.1:0", &[&a_addr]);
+    a.wait_peers(1, T);
+    b.wait_peers(1, T);
+    assert_eq!(b.ask("set taken by-b")["ok"], true);
+    assert_eq!(a.ask("wait-len 1 10000")["ok"], true);
+
+    // Runs of `set` lines are written together; every line still gets its own answer, in
+    // order, and a refused or malformed one does not disturb the others.
+    let mut script: Vec<String> = ["set k1 v1", "set taken by-a", "set k2 v 2", "set", "get k1"]
+        .map(String::from)
+        .to_vec();
+    script.extend((0..300).map(|i| format!("set n{i:03} {i}")));
+    script.extend(["set n000 again", "get n000", "del k1", "set k1 back", "len"].map(String::from));
+    let answers = a.pipe(&script);
+    assert_eq!(answers.len(), script.len());
+    assert_eq!(answers[0]["ok"], true);
+    assert_eq!(answers[1]["error"], "lease_held", "{}", answers[1]);
+    assert_eq!(answers[1]["owner"], b.id.as_str());
+    assert_eq!(answers[2]["ok"], true);
+    assert_eq!(answers[3]["error"], "bad_arguments", "{}", answers[3]);
+    assert_eq!(answers[4]["value"], "v1");
+    for (i, a) in answers[5..305].iter().enumerate() {
+        assert_eq!(a["ok"], true, "set n{i:03}: {a}");
+    }
+    assert_eq!(answers[305]["ok"], true);
+    assert_eq!(
+        answers[306]["value"], "again",
+        "the later write to a key stands"
+    );
+    assert_eq!(answers[307]["ok"], true);
+    assert_eq!(answers[308]["ok"], true);
+    assert_eq!(answers[309]["len"], 303, "{}", answers[309]);
+
+    // And the other node holds the same.
+    let r = b.ask("wait-len 303 10000");
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(b.ask("get k2")["value"], "v 2");
+    assert_eq!(b.ask("get n000")["value"], "again");
+    assert_eq!(b.ask("get k1")["value"], "back");
+    assert_eq!(b.ask("items")["items"], a.ask("items")["items"]);
+    assert!(a.quit(), "quit exits with status 0");
+}
+
+#[test]
 fn four_chord_processes_store_a_ring_and_survive_a_sigkill() {
     let chord = ["--socket", "chord"];
     let a_addr = format!("127.0.0.1:{}", free_port());

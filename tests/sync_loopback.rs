@@ -178,6 +178,66 @@ async fn update_pop_popitem_and_events() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_many_answers_each_write_on_its_own() {
+    let n = cluster(2, SyncConfig::default()).await;
+    let (a, b) = (&n[0], &n[1]);
+    b.set("taken", "by b").await.unwrap();
+    until(|| async { a.contains("taken") }, "b's write").await;
+    let big = vec![b'x'; 200 * 1024];
+    let results = a
+        .set_many([
+            (&b"one"[..], &b"1"[..]),
+            (b"taken", b"by a"),
+            (b"", b"an empty key"),
+            (b"two", b"2"),
+            (b"big", &big),
+            (b"two", b"2 again"),
+        ])
+        .await;
+    assert!(results[0].is_ok(), "{results:?}");
+    assert!(
+        matches!(results[1], Err(SetError::LeaseHeld { owner, .. }) if owner == b.local_id()),
+        "{results:?}"
+    );
+    assert!(
+        matches!(results[2], Err(SetError::BadKey { .. })),
+        "{results:?}"
+    );
+    assert!(results[3..].iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(
+        a.get("two").unwrap(),
+        "2 again",
+        "the later write to a key stands"
+    );
+    until(|| async { b.len() == 4 }, "the accepted writes").await;
+    assert_eq!(b.get("taken").unwrap(), "by b");
+    assert_eq!(b.get("two").unwrap(), "2 again");
+    assert_eq!(b.get("big").unwrap().len(), big.len());
+    assert!(a.set_many(Vec::<(&str, &str)>::new()).await.is_empty());
+}
+
+/// An update larger than a frame goes out as several batches (it was once flooded as one frame
+/// over the mesh's limit and dropped, so only periodic repair delivered it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_larger_than_a_frame_reaches_every_peer_by_flood() {
+    let mut cfg = SyncConfig::default();
+    // No periodic repair: only the flood can deliver the update.
+    cfg.repair_interval = Duration::from_secs(3600);
+    let n = cluster(3, cfg).await;
+    let value = vec![b'v'; 200 * 1024];
+    let items: Vec<(String, Vec<u8>)> = (0..16)
+        .map(|i| (format!("k{i:02}"), value.clone()))
+        .collect();
+    n[0].update(items.clone()).await.unwrap();
+    for s in &n[1..] {
+        until(|| async { s.len() == 16 }, "the 3 MiB update").await;
+        for (k, v) in &items {
+            assert_eq!(s.get(k).as_deref(), Some(&v[..]));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_leasing_the_last_writer_wins() {
     let mut cfg = SyncConfig::default();
     cfg.leasing = false;

@@ -690,8 +690,12 @@ impl Proc {
     }
 
     fn send(&mut self, line: &str) {
+        self.send_raw(format!("{line}\n").as_bytes());
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) {
         use std::io::Write;
-        let _ = writeln!(self.stdin, "{line}");
+        let _ = self.stdin.write_all(bytes);
     }
 
     fn answer(&mut self) -> serde_json::Value {
@@ -739,10 +743,12 @@ fn sync_p1_processes(keys: usize, reps: usize) -> Option<Result> {
             }
         }
         let value = "v".repeat(100);
+        // The commands go as a script would pipe them: all at once.
+        let script: String = (0..keys)
+            .map(|k| format!("set k{k:015} {value}\n"))
+            .collect();
         let t0 = Instant::now();
-        for k in 0..keys {
-            a.send(&format!("set k{k:015} {value}"));
-        }
+        a.send_raw(script.as_bytes());
         let wait = format!("wait-len {keys} 30000");
         b.send(&wait);
         c.send(&wait);
@@ -906,12 +912,16 @@ async fn main() {
     if want("mesh-broadcast") {
         results.push(mesh_broadcast(10, 100 * scale).await);
     }
-    if want("sync-P1") {
-        results.push(sync_p1(1000, if quick { 3 } else { 5 }).await);
+    // `sync-P1` runs all three parts; `sync-P1-in-process`, `sync-P1-processes` and
+    // `sync-P1-py2p` (or `py2p-sync`) one each.
+    let reps = if quick { 3 } else { 5 };
+    if want("sync-P1-in-process") {
+        results.push(sync_p1(1000, reps).await);
     }
-    if want("sync-P1") || want("py2p-sync") {
-        let reps = if quick { 3 } else { 5 };
+    if want("sync-P1-processes") {
         results.extend(sync_p1_processes(1000, reps));
+    }
+    if want("sync-P1-py2p") || want("py2p-sync") {
         // A bounded wait per run: py2p's runs often stall (10 s in --quick, 30 s otherwise).
         results.extend(py2p_sync(1000, reps, if quick { 10 } else { 30 }));
     }

@@ -18,7 +18,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(cli::run(args)) {
+    let result = rt.block_on(cli::run(args));
+    // `rs2p node` reads standard input on a blocking thread, which may still wait for a line
+    // after `quit`: do not wait for it.
+    rt.shutdown_background();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("rs2p: {e}");

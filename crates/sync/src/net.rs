@@ -12,6 +12,9 @@ use tokio::sync::broadcast;
 use crate::proto::{SyncEvent, SyncMachine, SyncStats};
 use crate::{DelError, SetError, SyncConfig, SyncError};
 
+/// Bytes of keys and values per call of the node's task in [`SyncSocket::set_many`].
+const SET_MANY_SLICE: usize = 32 * 1024;
+
 /// How to start a [`SyncSocket`].
 #[derive(Debug, Clone, Default)]
 pub struct SyncOptions {
@@ -283,6 +286,57 @@ impl SyncSocket {
             .await
             .unwrap_or(Err(SetError::Closed))?;
         self.synced().await.map_err(SetError::Storage)
+    }
+
+    /// Sets many keys independently, in order: each gets its own result, and one refused (say,
+    /// by a lease) does not hold back the others. Unlike [`SyncSocket::update`] this is not all
+    /// or none, but the accepted writes still travel signed together, so a thousand sets cost
+    /// about one signature rather than a thousand. Two writes to the same key apply in order.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use rs2p_sync::{SyncOptions, SyncSocket};
+    /// let s = SyncSocket::bind(SyncOptions::default()).await?;
+    /// let results = s.set_many([("a", "1"), ("", "empty keys are refused"), ("b", "2")]).await;
+    /// assert!(results[0].is_ok() && results[1].is_err() && results[2].is_ok());
+    /// assert_eq!(s.get("b").as_deref(), Some(&b"2"[..]));
+    /// # s.close().await?;
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn set_many<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        items: impl IntoIterator<Item = (K, V)>,
+    ) -> Vec<Result<(), SetError>> {
+        let writes: Vec<(Bytes, Option<Bytes>)> = items
+            .into_iter()
+            .map(|(k, v)| (bytes(k), Some(bytes(v))))
+            .collect();
+        // In slices, each its own call of the node's task, so that the first slice is on its
+        // way to the peers (and being checked there) while the next is signed.
+        let mut results = Vec::with_capacity(writes.len());
+        let mut writes = writes.into_iter().peekable();
+        while writes.peek().is_some() {
+            let len = |(k, v): &(Bytes, Option<Bytes>)| k.len() + v.as_ref().map_or(0, Bytes::len);
+            let (mut slice, mut size) = (Vec::new(), 0);
+            while let Some(w) =
+                writes.next_if(|w| slice.is_empty() || size + len(w) <= SET_MANY_SLICE)
+            {
+                size += len(&w);
+                slice.push(w);
+            }
+            let n = slice.len();
+            match self.write(move |m, cx| m.write_each(cx, slice)).await {
+                Some(r) => results.extend(r),
+                None => results.extend((0..n).map(|_| Err(SetError::Closed))),
+            }
+        }
+        if let Err(e) = self.synced().await {
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(SetError::Storage(e.clone()));
+            }
+        }
+        results
     }
 
     /// Sets many keys as one signed batch: all or none.

@@ -2,9 +2,10 @@
 //! line. Both sockets answer the same commands with the same JSON; for the chord socket `len`,
 //! `keys`, `items` and `wait-len` walk the whole ring.
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use rs2p_chord::{ChordError, ChordOptions, ChordSocket};
@@ -153,12 +154,44 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
     }
     let out = Output { json: args.json };
     out.line(&json!({"event": "ready", "id": socket.mesh().local_id().to_string(), "addr": socket.mesh().local_addr().to_string()}));
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    // Lines come in batches: every complete line already read, so that a run of `set` lines
+    // can be written together (below) rather than one awaited write at a time.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<std::io::Result<String>>>(16);
+    tokio::spawn(async move {
+        let mut lines = BufReader::with_capacity(1 << 16, tokio::io::stdin()).lines();
+        loop {
+            let mut batch = Vec::new();
+            let mut end = false;
+            loop {
+                match lines.next_line().await.transpose() {
+                    Some(Ok(l)) => batch.push(Ok(l)),
+                    Some(Err(e)) => {
+                        batch.push(Err(e));
+                        end = true;
+                    }
+                    None => end = true,
+                }
+                if end || batch.len() >= RUN || !lines.get_ref().buffer().contains(&b'\n') {
+                    break;
+                }
+            }
+            if tx.send(batch).await.is_err() || end {
+                break;
+            }
+        }
+    });
+    let mut pending: VecDeque<std::io::Result<String>> = VecDeque::new();
     loop {
-        let line = match lines.next_line().await {
-            Ok(Some(l)) => l,
-            Ok(None) => break,
-            Err(e) => {
+        if pending.is_empty() {
+            match rx.recv().await {
+                Some(batch) => pending.extend(batch),
+                None => break,
+            }
+        }
+        let line = match pending.pop_front() {
+            Some(Ok(l)) => l,
+            None => continue,
+            Some(Err(e)) => {
                 out.line(&json!({"ok": false, "error": "bad_input", "message": e.to_string()}));
                 break;
             }
@@ -167,6 +200,37 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
         if line.trim().is_empty() {
             continue;
         }
+        // Pipelining: `set` lines that have already arrived behind this one are written
+        // together (one signed batch; each still gets its own answer, in order).
+        if let (Socket::Sync(sync), Some(first)) = (&socket, set_args(line)) {
+            let mut run = vec![first];
+            while run.len() < RUN {
+                if pending.is_empty() {
+                    match rx.try_recv() {
+                        Ok(batch) => pending.extend(batch),
+                        Err(_) => break,
+                    }
+                }
+                let next = pending.front().and_then(|l| l.as_deref().ok());
+                match next.and_then(|l| set_args(l.trim_end_matches('\r'))) {
+                    Some(kv) => {
+                        run.push(kv);
+                        pending.pop_front();
+                    }
+                    None => break,
+                }
+            }
+            if run.len() > 1 {
+                let answers: Vec<Value> = sync
+                    .set_many(run)
+                    .await
+                    .into_iter()
+                    .map(|r| reply(r.map_err(set_error), |()| json!({"ok": true})))
+                    .collect();
+                out.lines(&answers);
+                continue;
+            }
+        }
         match answer(&socket, line).await {
             Some(v) => out.line(&v),
             None => break,
@@ -174,6 +238,17 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
     }
     socket.close().await;
     Ok(())
+}
+
+/// The most `set` lines written together.
+const RUN: usize = 1024;
+
+/// The key and value of a well-formed `set` line.
+fn set_args(line: &str) -> Option<(String, String)> {
+    match line.strip_prefix("set ")?.split_once(' ') {
+        Some((k, v)) if !k.is_empty() => Some((k.to_owned(), v.to_owned())),
+        _ => None,
+    }
 }
 
 struct Output {
@@ -185,6 +260,16 @@ impl Output {
         let text = if self.json { v.to_string() } else { human(v) };
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "{text}");
+        let _ = stdout.flush();
+    }
+
+    /// Several answers, written and flushed together.
+    fn lines(&self, vs: &[Value]) {
+        let mut stdout = std::io::stdout().lock();
+        for v in vs {
+            let text = if self.json { v.to_string() } else { human(v) };
+            let _ = writeln!(stdout, "{text}");
+        }
         let _ = stdout.flush();
     }
 }
@@ -276,6 +361,46 @@ fn reply<T>(r: Result<T, Value>, ok: impl FnOnce(T) -> Value) -> Value {
     r.map_or_else(|e| e, ok)
 }
 
+/// `wait-len`: waits until the dictionary holds at least `n` keys, or `t` has passed. A sync
+/// node checks after each change it hears of; a chord node's len walks the ring, so it polls.
+async fn wait_len(s: &Socket, n: usize, t: Duration) -> Value {
+    let deadline = tokio::time::Instant::now() + t;
+    let mut events = match s {
+        Socket::Sync(sync) => Some(sync.subscribe()),
+        Socket::Chord(_) => None,
+    };
+    loop {
+        // A walk that fails while the ring forms counts as not there yet.
+        let len = s.len().await.unwrap_or(0);
+        if len >= n {
+            return json!({"ok": true, "len": len});
+        }
+        let wake = async {
+            match &mut events {
+                // Any event (or a lag) is a reason to look again; the end of the stream (the
+                // node closed) means polling from now on.
+                Some(ev) => ev.next().await.is_some(),
+                None => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    true
+                }
+            }
+        };
+        match tokio::time::timeout_at(deadline, wake).await {
+            Ok(true) => {}
+            Ok(false) => events = None,
+            Err(_) => {
+                let len = s.len().await.unwrap_or(0);
+                return if len >= n {
+                    json!({"ok": true, "len": len})
+                } else {
+                    json!({"ok": false, "error": "timeout", "len": len})
+                };
+            }
+        }
+    }
+}
+
 /// The answer to one command line, or `None` for `quit`.
 async fn answer(s: &Socket, line: &str) -> Option<Value> {
     let (cmd, rest) = match line.split_once(' ') {
@@ -285,9 +410,9 @@ async fn answer(s: &Socket, line: &str) -> Option<Value> {
     let mut args = rest.split_whitespace();
     let v = match cmd {
         "quit" | "exit" => return None,
-        "set" => match rest.split_once(' ') {
-            Some((k, v)) if !k.is_empty() => reply(s.set(k, v).await, |()| json!({"ok": true})),
-            _ => bad("set K V"),
+        "set" => match set_args(line) {
+            Some((k, v)) => reply(s.set(&k, &v).await, |()| json!({"ok": true})),
+            None => bad("set K V"),
         },
         "get" => match (args.next(), args.next()) {
             (Some(k), None) => reply(
@@ -340,23 +465,8 @@ async fn answer(s: &Socket, line: &str) -> Option<Value> {
         "wait-len" => {
             let n = args.next().and_then(|a| a.parse::<usize>().ok());
             let t = args.next().and_then(|a| a.parse::<u64>().ok());
-            // A chord node's len walks the ring: poll it less often.
-            let every = Duration::from_millis(if matches!(s, Socket::Chord(_)) { 50 } else { 5 });
             match (n, t, args.next()) {
-                (Some(n), Some(t), None) => {
-                    let deadline = Instant::now() + Duration::from_millis(t);
-                    loop {
-                        // A walk that fails while the ring forms counts as not there yet.
-                        let len = s.len().await.unwrap_or(0);
-                        if len >= n {
-                            break json!({"ok": true, "len": len});
-                        }
-                        if Instant::now() >= deadline {
-                            break json!({"ok": false, "error": "timeout", "len": len});
-                        }
-                        tokio::time::sleep(every).await;
-                    }
-                }
+                (Some(n), Some(t), None) => wait_len(s, n, Duration::from_millis(t)).await,
                 _ => bad("wait-len N T (a count and milliseconds)"),
             }
         }

@@ -45,6 +45,9 @@ pub const PROTOCOL_UNSIGNED: &str = "/rs2p/sync-unsigned/1";
 
 const REPAIR_TIMER: u64 = 1;
 const PUSH_TIMER: u64 = 2;
+/// Keys and values per live batch, at most (a single larger record goes alone): a flooded batch
+/// stays well inside the mesh's largest frame (1 MiB by default), however large the update.
+pub const LIVE_BATCH_BYTES: usize = 256 * 1024;
 /// Chunks sent per peer per push tick, so live traffic interleaves with a large transfer.
 const CHUNKS_PER_TICK: usize = 4;
 
@@ -237,32 +240,70 @@ impl SyncMachine {
         Ok(())
     }
 
-    /// Writes several keys as one signed batch: all or none (a lease held by another peer on any
-    /// key refuses the whole update). Deletes are `None` values.
+    /// Checks one write against the limits and, by local knowledge, the leases.
+    fn check_write(&self, key: &[u8], value: Option<&Bytes>, now: u64) -> Result<(), SetError> {
+        self.check_key(key)?;
+        if let Some(v) = value {
+            if v.len() > self.cfg.max_value_len {
+                return Err(SetError::ValueTooLarge {
+                    len: v.len(),
+                    max: self.cfg.max_value_len,
+                });
+            }
+        }
+        match self.store.lease_against(key, self.keypair.peer_id(), now) {
+            Some((owner, until)) => Err(SetError::LeaseHeld { owner, until }),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes several keys: all or none (a lease held by another peer on any key refuses the
+    /// whole update). Deletes are `None` values. The records are signed together, as one batch
+    /// per [`LIVE_BATCH_BYTES`] of them.
     pub fn write(
         &mut self,
         cx: &mut Context<'_>,
         writes: Vec<(Bytes, Option<Bytes>)>,
     ) -> Result<(), SetError> {
-        if writes.is_empty() {
-            return Ok(());
-        }
-        let me = self.keypair.peer_id();
         let now = cx.now();
         for (k, v) in &writes {
-            self.check_key(k)?;
-            if let Some(v) = v {
-                if v.len() > self.cfg.max_value_len {
-                    return Err(SetError::ValueTooLarge {
-                        len: v.len(),
-                        max: self.cfg.max_value_len,
-                    });
-                }
-            }
-            if let Some((owner, until)) = self.store.lease_against(k, me, now) {
-                return Err(SetError::LeaseHeld { owner, until });
-            }
+            self.check_write(k, v.as_ref(), now)?;
         }
+        self.commit(cx, writes);
+        Ok(())
+    }
+
+    /// Independent writes, in order, each with its own result (a refused one does not hold back
+    /// the others); those accepted are signed together as [`SyncMachine::write`] signs an
+    /// update. Writes to the same key apply in order: the last one stands.
+    pub fn write_each(
+        &mut self,
+        cx: &mut Context<'_>,
+        writes: Vec<(Bytes, Option<Bytes>)>,
+    ) -> Vec<Result<(), SetError>> {
+        let now = cx.now();
+        let mut accepted = Vec::with_capacity(writes.len());
+        let results = writes
+            .into_iter()
+            .map(|(k, v)| {
+                let r = self.check_write(&k, v.as_ref(), now);
+                if r.is_ok() {
+                    accepted.push((k, v));
+                }
+                r
+            })
+            .collect();
+        self.commit(cx, accepted);
+        results
+    }
+
+    /// Stamps checked writes, seals them (one batch per [`LIVE_BATCH_BYTES`] of records), applies
+    /// them and floods each batch.
+    fn commit(&mut self, cx: &mut Context<'_>, writes: Vec<(Bytes, Option<Bytes>)>) {
+        if writes.is_empty() {
+            return;
+        }
+        let me = self.keypair.peer_id();
         // Causal order: a write sorts after every record this node holds for its keys, even one
         // stamped in the same millisecond (or by a clock ahead of ours, within max_skew), so a
         // write made after seeing a delete is never ordered before it.
@@ -270,34 +311,48 @@ impl SyncMachine {
             .iter()
             .filter_map(|(k, _)| self.store.latest_issued(k))
             .max();
-        let issued_at = now.max(self.last_issued).max(seen.map_or(0, |t| t + 1));
+        let issued_at = cx
+            .now()
+            .max(self.last_issued)
+            .max(seen.map_or(0, |t| t + 1));
         self.last_issued = issued_at;
         let lease = if self.cfg.leasing {
             ms(self.cfg.lease)
         } else {
             0
         };
-        let records: Vec<Record> = writes
-            .into_iter()
-            .map(|(key, value)| {
-                self.last_version = (self.last_version + 1).max(issued_at << 10);
-                let tombstone = value.is_none();
-                Record {
-                    key,
-                    value: value.unwrap_or_default(),
-                    tombstone,
-                    owner: me,
-                    issued_at,
-                    version: self.last_version,
-                    lease_until: if tombstone {
-                        issued_at
-                    } else {
-                        issued_at + lease
-                    },
-                }
-            })
-            .collect();
-        self.stats.local_writes += records.len() as u64;
+        self.stats.local_writes += writes.len() as u64;
+        let mut batch = Vec::new();
+        let mut size = 0;
+        let mut writes = writes.into_iter().peekable();
+        while let Some((key, value)) = writes.next() {
+            self.last_version = (self.last_version + 1).max(issued_at << 10);
+            let tombstone = value.is_none();
+            size += key.len() + value.as_ref().map_or(0, Bytes::len);
+            batch.push(Record {
+                key,
+                value: value.unwrap_or_default(),
+                tombstone,
+                owner: me,
+                issued_at,
+                version: self.last_version,
+                lease_until: if tombstone {
+                    issued_at
+                } else {
+                    issued_at + lease
+                },
+            });
+            let next = writes
+                .peek()
+                .map_or(0, |(k, v)| k.len() + v.as_ref().map_or(0, Bytes::len));
+            if writes.peek().is_none() || size + next > LIVE_BATCH_BYTES {
+                self.seal_and_flood(cx, std::mem::take(&mut batch));
+                size = 0;
+            }
+        }
+    }
+
+    fn seal_and_flood(&mut self, cx: &mut Context<'_>, records: Vec<Record>) {
         let (stored, wire) = if self.cfg.signed {
             record::seal(&self.keypair, &self.network_id, records)
         } else {
@@ -316,7 +371,6 @@ impl SyncMachine {
             kind: Some(Kind::Live(wire)),
         };
         cx.broadcast(msg.encode_to_vec());
-        Ok(())
     }
 
     /// Sets one key.

@@ -4,8 +4,9 @@
 //! [`rs2p_mesh`] exactly as a user would build a socket type: a [`SyncMachine`] (a
 //! [`rs2p_mesh::Handler`] under [`PROTOCOL`], no I/O) and the tokio-facing [`SyncSocket`].
 //!
-//! - **API:** `get` (local, O(1)), `set`, `del`, `update`, `keys`, `values`, `items`, `pop`,
-//!   `popitem`, `len`, `contains`, and a stream of [`SyncEvent`]s. Keys and values are bytes; any
+//! - **API:** `get` (local, O(1)), `set`, `del`, `update` (all or none), `set_many` (each write
+//!   its own result, signed together), `keys`, `values`, `items`, `pop`, `popitem`, `len`,
+//!   `contains`, and a stream of [`SyncEvent`]s. Keys and values are bytes; any
 //!   `AsRef<[u8]>` works, so `"测试"` and `b"test"` are keys.
 //! - **Leases** (on by default, [`SyncConfig::leasing`]): a key written by one peer cannot be
 //!   overwritten or deleted by another for an hour ([`SetError::LeaseHeld`], py2p's `KeyError`);

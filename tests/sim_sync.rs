@@ -6,8 +6,11 @@
 //! (the pruning runs, with a short finality grace and partitions shorter than it).
 //! `RS2P_SIM_SEEDS=N` runs more seeds; a failure names its seed.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use bytes::Bytes;
-use rs2p_sync::PROTOCOL;
+use proptest::prelude::*;
+use rs2p_sync::{SetError, PROTOCOL};
 use rs2p_testkit::Faults;
 
 fn seeds() -> u64 {
@@ -55,6 +58,69 @@ fn leases_refuse_other_writers_in_the_simulation() {
         w.dictionary(0).get(&Bytes::from("k")),
         Some(&Bytes::from("two"))
     );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// `write_each`: each write's result depends on that write alone (an empty or oversized key,
+    /// or a key another node leases, refuses only itself; a delete is a tombstone, accepted
+    /// whether or not the key has a value), and every replica ends with the last accepted write
+    /// of every key.
+    #[test]
+    fn write_each_answers_each_write_and_every_replica_keeps_the_last(
+        leased in proptest::collection::btree_set(0u8..6, 0..3),
+        writes in proptest::collection::vec((0u8..8, proptest::option::weighted(0.8, 0u8..4)), 1..40),
+        seed in 0u64..1000,
+    ) {
+        let mut w = World::new(seed, 2, true);
+        w.sim.link(0, 1, Faults::NONE);
+        w.sim.run_until_idle();
+        // Key 6 is empty, key 7 too long; keys 0..6 are ordinary.
+        let key = |k: u8| match k {
+            6 => Bytes::new(),
+            7 => Bytes::from(vec![b'k'; 1025]),
+            k => Bytes::from(format!("key{k}")),
+        };
+        for &k in &leased {
+            let name = format!("key{k}");
+            prop_assert!(w.write(1, &name, Some("node 1's")));
+        }
+        w.sim.run_until_idle();
+        let items: Vec<(Bytes, Option<Bytes>)> = writes
+            .iter()
+            .map(|&(k, v)| (key(k), v.map(|v| Bytes::from(format!("v{v}")))))
+            .collect();
+        let results = w.write_each(0, items.clone());
+        prop_assert_eq!(results.len(), items.len());
+        let mut expected: BTreeMap<Bytes, Bytes> =
+            leased.iter().map(|&k| (key(k), Bytes::from("node 1's"))).collect();
+        for ((k, v), r) in items.iter().zip(&results) {
+            let leased_here = k.len() <= 1024 && !k.is_empty()
+                && leased.iter().any(|&l| key(l) == *k);
+            match r {
+                Err(SetError::BadKey { .. }) => prop_assert!(k.is_empty() || k.len() > 1024),
+                Err(SetError::LeaseHeld { .. }) => prop_assert!(leased_here),
+                Ok(()) => {
+                    prop_assert!(!k.is_empty() && k.len() <= 1024 && !leased_here);
+                    match v {
+                        Some(v) => expected.insert(k.clone(), v.clone()),
+                        None => expected.remove(k),
+                    };
+                }
+                Err(e) => prop_assert!(false, "unexpected {e:?}"),
+            }
+        }
+        w.sim.run_until_idle();
+        for i in 0..2 {
+            prop_assert_eq!(&w.dictionary(i), &expected, "node {}", i);
+        }
+        let refused: BTreeSet<usize> = results.iter().enumerate().filter(|(_, r)| r.is_err()).map(|(i, _)| i).collect();
+        prop_assert_eq!(
+            refused,
+            items.iter().enumerate().filter(|(_, (k, _))| k.is_empty() || k.len() > 1024 || leased.iter().any(|&l| key(l) == *k)).map(|(i, _)| i).collect::<BTreeSet<_>>()
+        );
+    }
 }
 
 /// Injects a sync message from node 0 (which plays a hostile peer) into node 1, flooded.

@@ -137,6 +137,23 @@ impl World {
         ok
     }
 
+    /// Independent writes on node `i` ([`SyncMachine::write_each`]), each with its result.
+    pub fn write_each(
+        &mut self,
+        i: usize,
+        items: Vec<(Bytes, Option<Bytes>)>,
+    ) -> Vec<Result<(), rs2p_sync::SetError>> {
+        let m = self.machines[i].clone();
+        let now = self.sim.node_now(i);
+        let results = self
+            .sim
+            .node_mut(i)
+            .with_handler(PROTOCOL, now, move |_, cx| m.lock().write_each(cx, items))
+            .expect("the sync handler");
+        self.sim.flush();
+        results
+    }
+
     /// Crashes node `i` and starts it again: with what its data directory holds if the world
     /// persists (changes not yet flushed are lost), empty otherwise.
     pub fn restart(&mut self, i: usize) {

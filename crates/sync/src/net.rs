@@ -315,16 +315,7 @@ impl SyncSocket {
         // In slices, each its own call of the node's task, so that the first slice is on its
         // way to the peers (and being checked there) while the next is signed.
         let mut results = Vec::with_capacity(writes.len());
-        let mut writes = writes.into_iter().peekable();
-        while writes.peek().is_some() {
-            let len = |(k, v): &(Bytes, Option<Bytes>)| k.len() + v.as_ref().map_or(0, Bytes::len);
-            let (mut slice, mut size) = (Vec::new(), 0);
-            while let Some(w) =
-                writes.next_if(|w| slice.is_empty() || size + len(w) <= SET_MANY_SLICE)
-            {
-                size += len(&w);
-                slice.push(w);
-            }
+        for slice in crate::proto::slices(writes, SET_MANY_SLICE) {
             let n = slice.len();
             match self.write(move |m, cx| m.write_each(cx, slice)).await {
                 Some(r) => results.extend(r),

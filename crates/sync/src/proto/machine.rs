@@ -322,33 +322,28 @@ impl SyncMachine {
             0
         };
         self.stats.local_writes += writes.len() as u64;
-        let mut batch = Vec::new();
-        let mut size = 0;
-        let mut writes = writes.into_iter().peekable();
-        while let Some((key, value)) = writes.next() {
-            self.last_version = (self.last_version + 1).max(issued_at << 10);
-            let tombstone = value.is_none();
-            size += key.len() + value.as_ref().map_or(0, Bytes::len);
-            batch.push(Record {
-                key,
-                value: value.unwrap_or_default(),
-                tombstone,
-                owner: me,
-                issued_at,
-                version: self.last_version,
-                lease_until: if tombstone {
-                    issued_at
-                } else {
-                    issued_at + lease
-                },
-            });
-            let next = writes
-                .peek()
-                .map_or(0, |(k, v)| k.len() + v.as_ref().map_or(0, Bytes::len));
-            if writes.peek().is_none() || size + next > LIVE_BATCH_BYTES {
-                self.seal_and_flood(cx, std::mem::take(&mut batch));
-                size = 0;
-            }
+        for slice in slices(writes, LIVE_BATCH_BYTES) {
+            let records = slice
+                .into_iter()
+                .map(|(key, value)| {
+                    self.last_version = (self.last_version + 1).max(issued_at << 10);
+                    let tombstone = value.is_none();
+                    Record {
+                        key,
+                        value: value.unwrap_or_default(),
+                        tombstone,
+                        owner: me,
+                        issued_at,
+                        version: self.last_version,
+                        lease_until: if tombstone {
+                            issued_at
+                        } else {
+                            issued_at + lease
+                        },
+                    }
+                })
+                .collect();
+            self.seal_and_flood(cx, records);
         }
     }
 
@@ -850,6 +845,30 @@ impl Handler for SyncMachine {
     }
 }
 
+/// Cuts writes, in order, into slices of at most `budget` bytes of keys and values (a single
+/// larger write makes a slice of its own).
+pub(crate) fn slices(
+    writes: Vec<(Bytes, Option<Bytes>)>,
+    budget: usize,
+) -> Vec<Vec<(Bytes, Option<Bytes>)>> {
+    let mut out: Vec<Vec<(Bytes, Option<Bytes>)>> = Vec::new();
+    let mut size = 0;
+    for w in writes {
+        let len = w.0.len() + w.1.as_ref().map_or(0, Bytes::len);
+        match out.last_mut() {
+            Some(last) if size + len <= budget => {
+                size += len;
+                last.push(w);
+            }
+            _ => {
+                size = len;
+                out.push(vec![w]);
+            }
+        }
+    }
+    out
+}
+
 /// Orders keys for a transfer so that records signed together travel together: by the batch of
 /// each key's newest record (its signature's first 8 bytes), then its place in the batch, then
 /// the key. A chunk then carries whole batches, without their leaf lists, and the receiver
@@ -872,4 +891,37 @@ fn batch_order(store: &Store, keys: impl IntoIterator<Item = Bytes>) -> Vec<Byte
         .collect();
     tagged.sort_unstable();
     tagged.into_iter().map(|(_, _, k)| k).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// `slices` keeps every write in order, fills each slice up to the budget (the next
+        /// write would not have fitted), and goes over it only with a write alone.
+        #[test]
+        fn slices_keep_order_and_respect_the_budget(
+            lens in proptest::collection::vec((1usize..40, proptest::option::of(0usize..60)), 0..60),
+            budget in 1usize..200,
+        ) {
+            let writes: Vec<(Bytes, Option<Bytes>)> = lens
+                .iter()
+                .map(|&(k, v)| (Bytes::from(vec![b'k'; k]), v.map(|v| Bytes::from(vec![b'v'; v]))))
+                .collect();
+            let size = |w: &(Bytes, Option<Bytes>)| w.0.len() + w.1.as_ref().map_or(0, Bytes::len);
+            let out = slices(writes.clone(), budget);
+            prop_assert_eq!(out.concat(), writes);
+            for (i, s) in out.iter().enumerate() {
+                prop_assert!(!s.is_empty());
+                let total: usize = s.iter().map(size).sum();
+                prop_assert!(total <= budget || s.len() == 1, "slice {i}: {total} > {budget}");
+                if let Some(next) = out.get(i + 1) {
+                    prop_assert!(total + size(&next[0]) > budget, "slice {i} could have taken more");
+                }
+            }
+        }
+    }
 }

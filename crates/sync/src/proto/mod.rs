@@ -4,4 +4,5 @@ pub mod machine;
 pub use rs2p_record::{merkle, record, resolve};
 pub mod store;
 
+pub(crate) use machine::slices;
 pub use machine::{SyncEvent, SyncMachine, SyncStats, PROTOCOL, PROTOCOL_UNSIGNED};

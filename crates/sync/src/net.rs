@@ -290,8 +290,8 @@ impl SyncSocket {
 
     /// Sets many keys independently, in order: each gets its own result, and one refused (say,
     /// by a lease) does not hold back the others. Unlike [`SyncSocket::update`] this is not all
-    /// or none, but the accepted writes still travel signed together, so a thousand sets cost
-    /// about one signature rather than a thousand. Two writes to the same key apply in order.
+    /// or none, but the accepted writes still travel signed together: one signature per 32 KiB
+    /// of keys and values, not one per write. Two writes to the same key apply in order.
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -312,8 +312,8 @@ impl SyncSocket {
             .into_iter()
             .map(|(k, v)| (bytes(k), Some(bytes(v))))
             .collect();
-        // In slices, each its own call of the node's task, so that the first slice is on its
-        // way to the peers (and being checked there) while the next is signed.
+        // In slices, each its own call of the node's task: the task is never held for long,
+        // and the first slice is on its way to the peers while the next is signed.
         let mut results = Vec::with_capacity(writes.len());
         for slice in crate::proto::slices(writes, SET_MANY_SLICE) {
             let n = slice.len();
@@ -330,7 +330,9 @@ impl SyncSocket {
         results
     }
 
-    /// Sets many keys as one signed batch: all or none.
+    /// Sets many keys, all or none: a lease held by another peer on any key, or one bad key or
+    /// value, refuses the whole update. The records are signed together, one batch per 256 KiB
+    /// of keys and values, so that each flooded frame stays within the mesh's frame limit.
     pub async fn update<K: AsRef<[u8]>, V: AsRef<[u8]>>(
         &self,
         items: impl IntoIterator<Item = (K, V)>,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rs2p_mesh::MeshOptions;
 use rs2p_sync::{
-    DelError, SetError, SyncConfig, SyncEvent, SyncEventItem, SyncOptions, SyncSocket,
+    DelError, SetError, SyncConfig, SyncError, SyncEvent, SyncEventItem, SyncOptions, SyncSocket,
 };
 
 async fn node(cfg: SyncConfig) -> SyncSocket {
@@ -235,6 +235,47 @@ async fn an_update_larger_than_a_frame_reaches_every_peer_by_flood() {
             assert_eq!(s.get(k).as_deref(), Some(&v[..]));
         }
     }
+}
+
+/// Many tiny writes: the batch bound counts each record's own fields, not only its key and value
+/// (60 000 one-byte values once made two batches of about 1.2 MB each, over the frame limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_of_many_tiny_writes_reaches_every_peer_by_flood() {
+    let mut cfg = SyncConfig::default();
+    cfg.repair_interval = Duration::from_secs(3600);
+    let n = cluster(2, cfg).await;
+    let items: Vec<(String, &str)> = (0..60_000).map(|i| (format!("{i}"), "v")).collect();
+    n[0].update(items).await.unwrap();
+    until(|| async { n[1].len() == 60_000 }, "60 000 tiny writes").await;
+    assert_eq!(n[1].get("59999").as_deref(), Some(&b"v"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_whose_largest_write_fits_no_frame_are_refused_at_bind() {
+    let mut sync = SyncConfig::default();
+    sync.max_value_len = 2 * 1024 * 1024;
+    let r = SyncSocket::bind(SyncOptions {
+        mesh: MeshOptions::default(),
+        sync: sync.clone(),
+        data: None,
+    })
+    .await;
+    match r {
+        Err(e @ SyncError::Config(_)) => assert!(e.to_string().contains("max_frame_len"), "{e}"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a 2 MiB value cannot travel in 1 MiB frames"),
+    }
+    let mut mesh = MeshOptions::default();
+    mesh.config.max_frame_len = 4 * 1024 * 1024;
+    let s = SyncSocket::bind(SyncOptions {
+        mesh,
+        sync,
+        data: None,
+    })
+    .await
+    .expect("frames of 4 MiB carry it");
+    s.set("big", vec![b'x'; 2 * 1024 * 1024]).await.unwrap();
+    s.close().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

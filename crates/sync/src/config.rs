@@ -13,7 +13,9 @@ pub struct SyncConfig {
     pub max_skew: Duration,
     /// The longest key. Default 1 KiB.
     pub max_key_len: usize,
-    /// The longest value. Default 256 KiB.
+    /// The longest value. Default 256 KiB. The longest key and value together must fit in one
+    /// of the mesh's frames (`MeshConfig::max_frame_len`, less 1 KiB): `SyncSocket::bind` refuses
+    /// other settings with `SyncError::Config`.
     pub max_value_len: usize,
     /// How often the node compares its dictionary with a peer's (each peer in turn). Default 5 s.
     pub repair_interval: Duration,

@@ -80,6 +80,9 @@ pub enum SyncError {
     /// The mesh underneath failed.
     #[error(transparent)]
     Mesh(#[from] rs2p_mesh::MeshError),
+    /// The settings cannot work together (say, a longest value that no frame can carry).
+    #[error("invalid settings: {0}")]
+    Config(String),
     /// The data directory could not be opened or written.
     #[cfg(feature = "net")]
     #[error(transparent)]

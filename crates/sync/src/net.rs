@@ -139,6 +139,9 @@ impl SyncSocket {
     /// refused ([`SyncError::Data`]).
     pub async fn bind(mut opts: SyncOptions) -> Result<Self, SyncError> {
         let network_id = *opts.mesh.network.id();
+        // Checked before the data directory is opened: a refused setting changes nothing.
+        crate::proto::live_batch_bytes(&opts.sync, opts.mesh.config.max_frame_len)
+            .map_err(SyncError::Config)?;
         let mut restored = None;
         let disk = match &opts.data {
             Some(data) => {
@@ -161,6 +164,9 @@ impl SyncSocket {
             .get_or_insert_with(Keypair::generate)
             .clone();
         let mut machine = SyncMachine::new(opts.sync, keypair, network_id);
+        machine
+            .fit_frames(opts.mesh.config.max_frame_len)
+            .map_err(SyncError::Config)?;
         if let Some(loaded) = restored {
             let cutoff = loaded
                 .meta

@@ -45,9 +45,21 @@ pub const PROTOCOL_UNSIGNED: &str = "/rs2p/sync-unsigned/1";
 
 const REPAIR_TIMER: u64 = 1;
 const PUSH_TIMER: u64 = 2;
-/// Keys and values per live batch, at most (a single larger record goes alone): a flooded batch
-/// stays well inside the mesh's largest frame (1 MiB by default), however large the update.
+/// Bytes of records per live batch, at most (a single larger record goes alone; see
+/// [`write_size`]): a flooded batch stays well inside the mesh's largest frame (1 MiB by default),
+/// however large the update. A mesh with smaller frames gets smaller batches
+/// ([`SyncMachine::fit_frames`]).
 pub const LIVE_BATCH_BYTES: usize = 256 * 1024;
+
+/// What a frame holds besides a batch's records: the flood's header and signature, the batch's
+/// signature and framing, the encryption tag.
+pub const FRAME_MARGIN: usize = 1024;
+
+/// An upper bound on what one write takes in a batch: its key and value, and at most 48 bytes of
+/// record fields and framing (tags, lengths, times, version).
+pub fn write_size(key: &[u8], value: Option<&[u8]>) -> usize {
+    key.len() + value.map_or(0, <[u8]>::len) + 48
+}
 /// Chunks sent per peer per push tick, so live traffic interleaves with a large transfer.
 const CHUNKS_PER_TICK: usize = 4;
 
@@ -133,6 +145,8 @@ pub struct SyncMachine {
     verified: rs2p_record::VerifiedBatches,
     /// Peers we asked for their whole dictionary on this link (we held nothing).
     asked_whole: HashSet<PeerId>,
+    /// The most bytes of records per live batch ([`LIVE_BATCH_BYTES`], or less for small frames).
+    batch_bytes: usize,
 }
 
 impl SyncMachine {
@@ -162,7 +176,15 @@ impl SyncMachine {
             push_armed: false,
             verified: rs2p_record::VerifiedBatches::default(),
             asked_whole: HashSet::new(),
+            batch_bytes: LIVE_BATCH_BYTES,
         }
+    }
+
+    /// Fits live batches to a mesh whose frames hold at most `max_frame_len` bytes (see
+    /// [`live_batch_bytes`]).
+    pub fn fit_frames(&mut self, max_frame_len: usize) -> Result<(), String> {
+        self.batch_bytes = live_batch_bytes(&self.cfg, max_frame_len)?;
+        Ok(())
     }
 
     /// Puts back what a data directory kept: every key's checkpoint and records, and the
@@ -322,7 +344,7 @@ impl SyncMachine {
             0
         };
         self.stats.local_writes += writes.len() as u64;
-        for slice in slices(writes, LIVE_BATCH_BYTES) {
+        for slice in slices(writes, self.batch_bytes) {
             let records = slice
                 .into_iter()
                 .map(|(key, value)| {
@@ -845,7 +867,23 @@ impl Handler for SyncMachine {
     }
 }
 
-/// Cuts writes, in order, into slices of at most `budget` bytes of keys and values (a single
+/// The most bytes of records per live batch on a mesh whose frames hold at most `max_frame_len`
+/// bytes. Refuses settings whose largest write (longest key and value) would not fit in one
+/// frame: such a write could never be flooded.
+pub fn live_batch_bytes(cfg: &SyncConfig, max_frame_len: usize) -> Result<usize, String> {
+    let room = max_frame_len.saturating_sub(FRAME_MARGIN);
+    let largest = cfg.max_key_len + cfg.max_value_len + write_size(&[], None);
+    if largest > room {
+        return Err(format!(
+            "the largest write (a {} B key and a {} B value) does not fit in a frame of \
+             {max_frame_len} B: raise max_frame_len or lower max_key_len or max_value_len",
+            cfg.max_key_len, cfg.max_value_len
+        ));
+    }
+    Ok(LIVE_BATCH_BYTES.min(room))
+}
+
+/// Cuts writes, in order, into slices of at most `budget` bytes by [`write_size`] (a single
 /// larger write makes a slice of its own).
 pub(crate) fn slices(
     writes: Vec<(Bytes, Option<Bytes>)>,
@@ -854,7 +892,7 @@ pub(crate) fn slices(
     let mut out: Vec<Vec<(Bytes, Option<Bytes>)>> = Vec::new();
     let mut size = 0;
     for w in writes {
-        let len = w.0.len() + w.1.as_ref().map_or(0, Bytes::len);
+        let len = write_size(&w.0, w.1.as_deref());
         match out.last_mut() {
             Some(last) if size + len <= budget => {
                 size += len;
@@ -911,7 +949,7 @@ mod tests {
                 .iter()
                 .map(|&(k, v)| (Bytes::from(vec![b'k'; k]), v.map(|v| Bytes::from(vec![b'v'; v]))))
                 .collect();
-            let size = |w: &(Bytes, Option<Bytes>)| w.0.len() + w.1.as_ref().map_or(0, Bytes::len);
+            let size = |w: &(Bytes, Option<Bytes>)| write_size(&w.0, w.1.as_deref());
             let out = slices(writes.clone(), budget);
             prop_assert_eq!(out.concat(), writes);
             for (i, s) in out.iter().enumerate() {

@@ -5,4 +5,5 @@ pub use rs2p_record::{merkle, record, resolve};
 pub mod store;
 
 pub(crate) use machine::slices;
+pub use machine::{live_batch_bytes, write_size, LIVE_BATCH_BYTES};
 pub use machine::{SyncEvent, SyncMachine, SyncStats, PROTOCOL, PROTOCOL_UNSIGNED};

@@ -83,14 +83,8 @@ impl NodeProc {
 
     /// Sends one command line and returns the JSON answer.
     pub fn ask(&mut self, line: &str) -> Value {
-        writeln!(self.stdin, "{line}").expect("the node's stdin");
-        self.stdin.flush().expect("the node's stdin");
-        let mut answer = String::new();
-        self.stdout
-            .read_line(&mut answer)
-            .expect("the node's answer");
-        serde_json::from_str(&answer)
-            .unwrap_or_else(|e| panic!("{line:?} answered {answer:?}: {e}"))
+        self.send(line);
+        self.answer(line)
     }
 
     /// Sends every line at once, as a script piped into the node would, then reads one answer per
@@ -101,17 +95,17 @@ impl NodeProc {
             .write_all(script.as_bytes())
             .expect("the node's stdin");
         self.stdin.flush().expect("the node's stdin");
-        lines
-            .iter()
-            .map(|line| {
-                let mut answer = String::new();
-                self.stdout
-                    .read_line(&mut answer)
-                    .expect("the node's answer");
-                serde_json::from_str(&answer)
-                    .unwrap_or_else(|e| panic!("{line:?} answered {answer:?}: {e}"))
-            })
-            .collect()
+        lines.iter().map(|line| self.answer(line)).collect()
+    }
+
+    /// Reads the JSON answer to `line`.
+    fn answer(&mut self, line: &str) -> Value {
+        let mut answer = String::new();
+        self.stdout
+            .read_line(&mut answer)
+            .expect("the node's answer");
+        serde_json::from_str(&answer)
+            .unwrap_or_else(|e| panic!("{line:?} answered {answer:?}: {e}"))
     }
 
     /// Sends one command line without reading its answer (to kill the node mid-command).

@@ -1,8 +1,8 @@
 //! The sync socket's state machine: a [`Handler`] on the mesh under [`PROTOCOL`].
 //!
 //! - **Local writes** ([`SyncMachine::set`], …) check the lease by local knowledge, sign the
-//!   records as one batch (or, with `SyncConfig::signed` off, seal them unsigned under
-//!   [`PROTOCOL_UNSIGNED`]), apply them, and flood the batch.
+//!   records together, one batch per [`LIVE_BATCH_BYTES`] of them (or, with `SyncConfig::signed`
+//!   off, seal them unsigned under [`PROTOCOL_UNSIGNED`]), apply them, and flood each batch.
 //! - **Live batches** from the mesh are verified (signature, network, timestamps, lease length,
 //!   sizes) and merged; a valid batch with something new is relayed, an invalid one is refused,
 //!   counted and never relayed.
@@ -60,6 +60,7 @@ pub const FRAME_MARGIN: usize = 1024;
 pub fn write_size(key: &[u8], value: Option<&[u8]>) -> usize {
     key.len() + value.map_or(0, <[u8]>::len) + 48
 }
+
 /// Chunks sent per peer per push tick, so live traffic interleaves with a large transfer.
 const CHUNKS_PER_TICK: usize = 4;
 

@@ -487,3 +487,39 @@ fn two_rings_formed_during_a_partition_merge_after_it_heals() {
         );
     }
 }
+
+/// A newcomer whose join acknowledgement is lost still joins. Its successor already counts it as
+/// its predecessor, so a fresh lookup of the newcomer's position finds no owner; the newcomer
+/// asks the successor it found again.
+#[test]
+fn a_newcomer_whose_join_ack_is_lost_still_joins() {
+    let mut r = SimRing::build(7, 4, 5, cfg(), Faults::NONE, 100, 5_000);
+    r.check_ring().expect("the first four form a ring");
+    let mut dropped = false;
+    r.sim.drop_frames_where(move |_, to, frame| {
+        if dropped || to != 4 {
+            return false;
+        }
+        let Ok(pb::MeshFrame {
+            kind: Some(pb::mesh_frame::Kind::Direct(d)),
+        }) = pb::MeshFrame::decode(frame)
+        else {
+            return false;
+        };
+        dropped = matches!(
+            pb::ChordMessage::decode(d.payload),
+            Ok(pb::ChordMessage {
+                kind: Some(Kind::JoinAck(_))
+            })
+        );
+        dropped
+    });
+    r.join(4, 0);
+    r.sim.advance(5_000);
+    assert!(r.machine(4).is_joined(), "node 4 never joined");
+    r.check_ring().expect("a ring of five");
+    assert!(
+        r.sim.counts.lost >= 1,
+        "the join acknowledgement was dropped"
+    );
+}

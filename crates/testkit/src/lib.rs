@@ -109,7 +109,12 @@ pub struct Sim {
     side: Option<Vec<usize>>,
     /// The faults of links opened by a node's own dial.
     dial_faults: Faults,
+    /// Frames to drop on purpose: `(from, to, frame)` gives true for a frame to lose.
+    drop_if: Option<DropFilter>,
 }
+
+/// A test's choice of frames to lose: `(from, to, frame bytes)` gives true to drop the frame.
+pub type DropFilter = Box<dyn FnMut(usize, usize, &[u8]) -> bool + Send>;
 
 /// What the transport did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -184,6 +189,7 @@ impl Sim {
             alive: vec![true; n],
             side: None,
             dial_faults: Faults::NONE,
+            drop_if: None,
         }
     }
 
@@ -540,6 +546,12 @@ impl Sim {
             link.a
         };
         let faults = link.faults;
+        if let Some(drop) = self.drop_if.as_mut() {
+            if drop(from, to, &frame) {
+                self.counts.lost += 1;
+                return;
+            }
+        }
         if self.rng.gen_bool(faults.loss) {
             self.counts.lost += 1;
             return;
@@ -556,6 +568,15 @@ impl Sim {
             self.in_flight.insert(self.seq, frame.clone());
             self.queue.push(Reverse((at, self.seq, to, to_conn)));
         }
+    }
+
+    /// Loses every frame for which `drop(from, to, frame)` is true (besides the links' own
+    /// faults), to test what a particular lost message does.
+    pub fn drop_frames_where(
+        &mut self,
+        drop: impl FnMut(usize, usize, &[u8]) -> bool + Send + 'static,
+    ) {
+        self.drop_if = Some(Box::new(drop));
     }
 
     /// Delivers frames and fires timers until nothing is in flight (timers further than `limit`

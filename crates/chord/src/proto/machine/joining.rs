@@ -29,6 +29,7 @@ impl ChordMachine {
             op,
             succ: None,
             started: self.now,
+            asked_again: 0,
         });
         // Keys written while alone go to their owners once joined.
         self.rehome = records;

@@ -226,6 +226,8 @@ struct Joining {
     op: u64,
     succ: Option<NodeRef>,
     started: u64,
+    /// Joins sent again to `succ` without a new lookup (see `ChordMachine::stabilize`).
+    asked_again: u8,
 }
 
 /// The chord socket's state machine. See the [module docs](self).

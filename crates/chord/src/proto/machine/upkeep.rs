@@ -19,6 +19,26 @@ impl ChordMachine {
                     > ms(self.cfg.request_timeout) * u64::from(self.cfg.attempts.max(1))
             });
             if stale {
+                // A lost join acknowledgement leaves the successor already counting this node
+                // as its predecessor, and then no lookup of this node's position finds an
+                // owner: ask the successor found again (twice at most) before starting over.
+                let again = self
+                    .joining
+                    .as_ref()
+                    .filter(|j| j.asked_again < 2)
+                    .and_then(|j| j.succ.clone())
+                    .filter(|s| self.peers.contains_key(&s.peer));
+                if let Some(succ) = again {
+                    if let Some(j) = self.joining.as_mut() {
+                        j.asked_again += 1;
+                        j.started = self.now;
+                    }
+                    let join = encode(Kind::Join(pb::ChordJoin {
+                        node: Some(self.me.to_pb()),
+                    }));
+                    self.send(cx, &succ, join);
+                    return;
+                }
                 self.joining = None;
                 let joined: Vec<PeerId> = self
                     .peers

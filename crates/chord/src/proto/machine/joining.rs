@@ -43,10 +43,15 @@ impl ChordMachine {
             return;
         }
         j.succ = Some(succ.clone());
-        let join = encode(Kind::Join(pb::ChordJoin {
-            node: Some(self.me.to_pb()),
-        }));
+        let join = self.join_request();
         self.send(cx, &succ, join);
+    }
+
+    /// The request a newcomer sends its successor-to-be.
+    pub(super) fn join_request(&self) -> Bytes {
+        encode(Kind::Join(pb::ChordJoin {
+            node: Some(self.me.to_pb()),
+        }))
     }
 
     /// A newcomer asks this node, its successor-to-be, for its place and keys.

@@ -33,9 +33,7 @@ impl ChordMachine {
                         j.asked_again += 1;
                         j.started = self.now;
                     }
-                    let join = encode(Kind::Join(pb::ChordJoin {
-                        node: Some(self.me.to_pb()),
-                    }));
+                    let join = self.join_request();
                     self.send(cx, &succ, join);
                     return;
                 }

@@ -1,7 +1,8 @@
 //! Seeded simulations of the mesh state machine: random connected graphs of 2 to 50 nodes whose
 //! links lose, duplicate and reorder frames. A link that loses frames is not what TCP gives (it
-//! delivers or breaks), so lossy runs turn relay suppression off and rely on flooding's
-//! redundancy; lossless runs keep it on and must still deliver every flood exactly once. Set `RS2P_SIM_SEEDS` to run more seeds; a failure
+//! delivers or breaks), so lossy runs turn relay suppression and relay trees off and rely on
+//! flooding's redundancy; lossless runs keep suppression on, and relay trees in three seeds of
+//! four, and must still deliver every flood exactly once. Set `RS2P_SIM_SEEDS` to run more seeds; a failure
 //! names its seed, and the same seed replays the same run.
 
 use bytes::Bytes;
@@ -31,6 +32,8 @@ fn run(seed: u64) -> [u8; 32] {
     cfg.min_peers = 0;
     cfg.max_peers = 1024;
     cfg.relay_suppression = !lossy;
+    // Relay trees trade redundancy for fewer copies: only where links do not lose frames.
+    cfg.relay_tree = !lossy && seed % 4 != 0;
     let mut sim = Sim::with_config(seed, n, cfg);
     sim.random_graph(r.gen_range(0.0..2.0), faults);
     let k = r.gen_range(1..=10);
@@ -131,6 +134,136 @@ fn in_a_full_mesh_each_flood_is_received_once() {
             );
         }
     }
+}
+
+/// A sparse random graph (a spanning tree plus about 1.5 more links per node) whose links delay
+/// and reorder frames: `(sim, edges)`.
+fn sparse(seed: u64, n: usize, relay_tree: bool) -> (Sim, Vec<(usize, usize)>) {
+    let mut r = rand_chacha::ChaCha12Rng::seed_from_u64(seed);
+    let mut cfg = rs2p_mesh::MeshConfig::default();
+    cfg.min_peers = 0;
+    cfg.max_peers = 1024;
+    cfg.relay_tree = relay_tree;
+    let mut sim = Sim::with_config(seed, n, cfg);
+    let faults = Faults {
+        loss: 0.0,
+        duplicate: 0.0,
+        max_delay_ms: 20,
+    };
+    let mut edges = std::collections::BTreeSet::new();
+    for i in 1..n {
+        edges.insert((r.gen_range(0..i), i));
+    }
+    while edges.len() < n - 1 + n * 3 / 2 {
+        let (a, b) = (r.gen_range(0..n), r.gen_range(0..n));
+        if a != b {
+            edges.insert((a.min(b), a.max(b)));
+        }
+    }
+    for &(a, b) in &edges {
+        sim.link(a, b, faults);
+    }
+    sim.run_until_idle();
+    (sim, edges.into_iter().collect())
+}
+
+fn connected(n: usize, edges: &[(usize, usize)]) -> bool {
+    let mut seen = vec![false; n];
+    let mut stack = vec![0];
+    seen[0] = true;
+    while let Some(i) = stack.pop() {
+        for &(a, b) in edges {
+            let j = if a == i {
+                b
+            } else if b == i {
+                a
+            } else {
+                continue;
+            };
+            if !seen[j] {
+                seen[j] = true;
+                stack.push(j);
+            }
+        }
+    }
+    seen.into_iter().all(|s| s)
+}
+
+/// Cuts `k` random links of `edges`, keeping the graph connected, and lets the nodes settle.
+fn cut_links(sim: &mut Sim, mut edges: Vec<(usize, usize)>, k: usize) {
+    let n = sim.len();
+    let mut r = rand_chacha::ChaCha12Rng::seed_from_u64(12);
+    let mut cut = 0;
+    while cut < k {
+        let e = edges[r.gen_range(0..edges.len())];
+        let rest: Vec<_> = edges.iter().copied().filter(|&x| x != e).collect();
+        if connected(n, &rest) {
+            sim.unlink(e.0, e.1);
+            edges = rest;
+            cut += 1;
+        }
+    }
+    sim.run_until_idle();
+}
+
+/// Floods `k` messages from rotating origins, one at a time; asserts each reached every node
+/// exactly once; returns the copies received per flood per receiving node.
+fn flood_rounds(sim: &mut Sim, k: usize, tag: &str) -> f64 {
+    let n = sim.len();
+    let received = |sim: &Sim| -> u64 {
+        (0..n)
+            .map(|i| sim.node(i).mesh().stats().received.messages)
+            .sum()
+    };
+    let before = received(sim);
+    for m in 0..k {
+        let payload = format!("{tag} {m}");
+        let origin = m * 7 % n;
+        sim.broadcast(origin, "/sim/1", payload.clone().into_bytes());
+        sim.run_until_idle();
+        for i in (0..n).filter(|&i| i != origin) {
+            let copies = sim
+                .messages(i)
+                .iter()
+                .filter(|r| r.payload == payload.as_bytes())
+                .count();
+            assert_eq!(
+                copies, 1,
+                "{tag}: node {i} delivered {payload:?} {copies} times"
+            );
+        }
+    }
+    (received(sim) - before) as f64 / k as f64 / (n - 1) as f64
+}
+
+/// Where floods are relayed, relay trees bring the copies each node receives down to about one
+/// per flood once each origin's tree formed, where flooding gives several; and when links are
+/// cut (the graph staying connected), every later flood still reaches every node exactly once,
+/// with trees and with flooding. (Flooding failed that before peer lists carried a sequence
+/// number: links here reorder frames, and a stale list told a relay that a peer was still
+/// connected to the origin.)
+#[test]
+fn relay_trees_cut_duplicate_copies_and_heal_when_links_are_cut() {
+    let n = 40;
+    let (mut flooding, flood_edges) = sparse(11, n, false);
+    let flood_copies = flood_rounds(&mut flooding, 3 * n, "flooding");
+    cut_links(&mut flooding, flood_edges, n / 2);
+    flood_rounds(&mut flooding, 3 * n, "flooding after cuts");
+    let (mut sim, edges) = sparse(11, n, true);
+    let warm = flood_rounds(&mut sim, 3 * n, "warm-up");
+    let steady = flood_rounds(&mut sim, 3 * n, "steady");
+    assert!(
+        flood_copies > 1.5,
+        "the graph relays: flooding gives {flood_copies:.2} copies"
+    );
+    assert!(
+        steady < 1.05,
+        "copies per flood with relay trees once formed: {steady:.3} (warm-up {warm:.3}, flooding {flood_copies:.3})"
+    );
+    cut_links(&mut sim, edges, n / 2);
+    flood_rounds(&mut sim, 3 * n, "after cuts");
+    let grafts: u64 = (0..n).map(|i| sim.node(i).mesh().stats().tree_grafts).sum();
+    assert!(grafts > 0, "cutting tree links made nodes graft");
 }
 
 #[test]
@@ -453,4 +586,45 @@ fn an_unsigned_flood_counts_against_its_sender_only_for_a_protocol_run_here_with
     let st = sim.node(1).mesh().stats();
     assert_eq!(st.bad_signatures, 1, "a forgery of a protocol run here");
     assert_eq!(st.peers.get(&sim.id(0)).map(|p| p.strikes), Some(1));
+}
+
+/// Relay-tree frames with an origin that is not a peer id, or an operation that does not exist,
+/// are malformed and count against the sender; well-formed ones for origins never seen only
+/// change what is relayed to their sender.
+#[test]
+fn malformed_relay_tree_frames_count_against_their_sender() {
+    let mut sim = Sim::new(12, 2);
+    sim.link(0, 1, Faults::NONE);
+    let conn = rs2p_mesh::proto::ConnId(2);
+    let frame = |origin: &[u8], op: i32| {
+        rs2p_base::wire::encode(&pb::MeshFrame {
+            kind: Some(Kind::Tree(pb::Tree {
+                origin: Bytes::copy_from_slice(origin),
+                op,
+                seq: 1,
+            })),
+        })
+    };
+    let now = sim.now();
+    sim.node_mut(1).handle_frame(conn, frame(&[7; 5], 0), now);
+    sim.node_mut(1).handle_frame(conn, frame(&[7; 32], 9), now);
+    sim.flush();
+    let st = sim.node(1).mesh().stats();
+    assert_eq!(st.malformed, 2);
+    assert_eq!(st.peers[&sim.id(0)].strikes, 2);
+    for op in 0..4 {
+        let now = sim.now();
+        sim.node_mut(1)
+            .handle_frame(conn, frame(&[op as u8 + 9; 32], op), now);
+    }
+    sim.flush();
+    sim.run_until_idle();
+    assert_eq!(
+        sim.node(1).mesh().stats().malformed,
+        2,
+        "well-formed ones are not"
+    );
+    sim.broadcast(1, "/sim/1", b"still delivered".to_vec());
+    sim.run_until_idle();
+    assert_eq!(sim.messages(0).len(), 1);
 }

@@ -61,6 +61,13 @@ pub struct MeshConfig {
     /// what peers say about their links: a peer that lies can keep floods that pass through it
     /// from a neighbour (the sync socket's repair still delivers them). Default true.
     pub relay_suppression: bool,
+    /// Whether relays form a tree per origin: a node that receives a duplicate from a relay asks
+    /// it to stop relaying that origin's floods (see [`crate::proto::RelayTree`]), so where
+    /// floods are relayed each node comes to receive each one about once instead of once per
+    /// relaying neighbour. It trades flooding's redundancy for that: a relayed flood dropped on
+    /// a full send queue is lost to the nodes below it until the socket's own repair brings it.
+    /// With it, relay suppression skips only peers connected to the origin. Default true.
+    pub relay_tree: bool,
     /// Invalid messages (bad signature, forged origin, malformed frame) a peer may send before it
     /// is disconnected and banned. Default 8.
     pub max_strikes: u32,
@@ -100,6 +107,7 @@ impl Default for MeshConfig {
             max_clock_skew: Duration::from_secs(10),
             max_hops: 32,
             relay_suppression: true,
+            relay_tree: true,
             max_strikes: 8,
             ban_duration: Duration::from_secs(300),
             tick: Duration::from_secs(1),

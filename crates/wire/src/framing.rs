@@ -89,18 +89,27 @@ mod tests {
                 protocol: p,
                 payload: b.into()
             })),
-            proptest::collection::vec(
-                (bytes(), proptest::collection::vec("[0-9.:]{1,21}", 0..3)),
-                0..5
+            (
+                proptest::collection::vec(
+                    (bytes(), proptest::collection::vec("[0-9.:]{1,21}", 0..3)),
+                    0..5
+                ),
+                any::<u64>()
             )
-            .prop_map(|ps| Kind::Peers(pb::PeerList {
-                peers: ps
-                    .into_iter()
-                    .map(|(id, addrs)| pb::PeerInfo {
-                        id: id.into(),
-                        addrs
-                    })
-                    .collect()
+                .prop_map(|(ps, seq)| Kind::Peers(pb::PeerList {
+                    peers: ps
+                        .into_iter()
+                        .map(|(id, addrs)| pb::PeerInfo {
+                            id: id.into(),
+                            addrs
+                        })
+                        .collect(),
+                    seq
+                })),
+            (bytes(), 0i32..4, any::<u64>()).prop_map(|(o, op, seq)| Kind::Tree(pb::Tree {
+                origin: o.into(),
+                op,
+                seq
             })),
             Just(Kind::PeerRequest(pb::PeerRequest {})),
             (0i32..6).prop_map(|r| Kind::Goodbye(pb::Goodbye { reason: r })),

@@ -18,6 +18,9 @@
 //!   signature (or, for self-verifying protocols, the handler) accepted it; a forged one is
 //!   neither delivered nor relayed, and counts against the neighbour that sent it.
 //! - Every queue is bounded; the driver closes a peer whose send queue is full.
+//! - With `relay_tree`, each origin's floods reach every node along the links that brought
+//!   first copies; the others are pruned, and grafted back when a parent is lost (see
+//!   [`RelayTree`]). An origin always sends its own floods to all of its peers.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -30,6 +33,7 @@ use rs2p_base::{Keypair, PeerId};
 
 use super::flood;
 use super::rate::TokenBucket;
+use super::relay_tree::{RelayTree, TreeMsg, TreeOp};
 use super::seen_cache::{MsgId, SeenCache};
 use super::stats::{MeshStats, PeerStats};
 use super::Millis;
@@ -231,6 +235,13 @@ pub struct Mesh {
     /// Each connected peer's own peers, as it last told us (its `PeerList`s, sent on connect
     /// and whenever its peers change): what relay suppression knows of the topology.
     neighbors: BTreeMap<PeerId, BTreeSet<PeerId>>,
+    /// The `seq` of the latest `PeerList` applied from each connected peer.
+    neighbor_seq: BTreeMap<PeerId, u64>,
+    /// The `seq` of the last `PeerList` this node sent.
+    peer_list_seq: u64,
+    /// Which neighbours asked not to be relayed which origins' floods, and this node's parents
+    /// (with `relay_tree`).
+    tree: RelayTree,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -267,6 +278,9 @@ impl Mesh {
             peer_list: Vec::new(),
             pending: BTreeMap::new(),
             neighbors: BTreeMap::new(),
+            neighbor_seq: BTreeMap::new(),
+            peer_list_seq: 0,
+            tree: RelayTree::new(),
             addrs: BTreeMap::new(),
             self_verifying: BTreeSet::new(),
             mesh_signed: BTreeSet::new(),
@@ -637,6 +651,8 @@ impl Mesh {
             }
             self.stats.peers.remove(&c.peer);
             self.neighbors.remove(&c.peer);
+            self.neighbor_seq.remove(&c.peer);
+            self.tree_peer_gone(c.peer);
             self.out
                 .push_back(Output::Event(MeshEvent::PeerDisconnected { peer: c.peer }));
             self.announce_peers();
@@ -738,8 +754,66 @@ impl Mesh {
             Kind::Ping(p) => {
                 self.send(conn, encode(Kind::Pong(pb::Pong { nonce: p.nonce })), false)
             }
+            Kind::Tree(t) => self.on_tree(peer, t, now),
             Kind::Pong(_) | Kind::Goodbye(_) => {}
         }
+    }
+
+    fn on_tree(&mut self, peer: PeerId, t: pb::Tree, now: Millis) {
+        let op = match pb::tree::Op::try_from(t.op) {
+            Ok(pb::tree::Op::Prune) => TreeOp::Prune,
+            Ok(pb::tree::Op::Graft) => TreeOp::Graft,
+            Ok(pb::tree::Op::GraftAck) => TreeOp::GraftAck,
+            Ok(pb::tree::Op::Lost) => TreeOp::Lost,
+            Err(_) => {
+                self.stats.malformed += 1;
+                self.strike(peer, now);
+                return;
+            }
+        };
+        let Some(origin) = PeerId::from_slice(&t.origin) else {
+            self.stats.malformed += 1;
+            self.strike(peer, now);
+            return;
+        };
+        let mut msgs = Vec::new();
+        self.tree
+            .on_control(peer, origin, op, t.seq, &self.peer_list, &mut msgs);
+        self.send_tree(msgs);
+    }
+
+    /// Sends relay-tree control messages to the neighbours they are for.
+    fn send_tree(&mut self, msgs: Vec<TreeMsg>) {
+        for m in msgs {
+            let Some(&conn) = self.by_peer.get(&m.to) else {
+                continue;
+            };
+            let op = match m.op {
+                TreeOp::Prune => {
+                    self.stats.tree_prunes += 1;
+                    pb::tree::Op::Prune
+                }
+                TreeOp::Graft => {
+                    self.stats.tree_grafts += 1;
+                    pb::tree::Op::Graft
+                }
+                TreeOp::GraftAck => pb::tree::Op::GraftAck,
+                TreeOp::Lost => pb::tree::Op::Lost,
+            };
+            let frame = encode(Kind::Tree(pb::Tree {
+                origin: Bytes::copy_from_slice(m.origin.as_bytes()),
+                op: op as i32,
+                seq: m.seq,
+            }));
+            self.send(conn, frame, false);
+        }
+    }
+
+    /// A peer is gone: its place in the relay trees too.
+    fn tree_peer_gone(&mut self, peer: PeerId) {
+        let mut msgs = Vec::new();
+        self.tree.peer_gone(peer, &self.peer_list, &mut msgs);
+        self.send_tree(msgs);
     }
 
     fn count_message(&mut self, peer: PeerId) {
@@ -754,6 +828,17 @@ impl Mesh {
         let id = flood::msg_id(&f.body);
         if self.seen.contains(id, now) {
             self.stats.duplicates += 1;
+            if self.cfg.relay_tree {
+                // A duplicate from a relay: ask it to stop relaying this origin's floods to us.
+                let origin = rs2p_base::wire::decode_bytes::<pb::FloodBody>(f.body)
+                    .ok()
+                    .and_then(|b| PeerId::from_slice(&b.origin));
+                if let Some(origin) = origin {
+                    let mut msgs = Vec::new();
+                    self.tree.on_duplicate(peer, origin, &mut msgs);
+                    self.send_tree(msgs);
+                }
+            }
             return;
         }
         let Ok(body) = rs2p_base::wire::decode_bytes::<pb::FloodBody>(f.body.clone()) else {
@@ -794,6 +879,11 @@ impl Mesh {
             return;
         }
         self.seen.insert(id, now);
+        if self.cfg.relay_tree {
+            let mut msgs = Vec::new();
+            self.tree.on_first(peer, origin, &mut msgs);
+            self.send_tree(msgs);
+        }
         let relay = Relay {
             frame: pb::Flood {
                 hops_left: f.hops_left - 1,
@@ -826,29 +916,42 @@ impl Mesh {
     /// to all its peers; only the origin's own floods depend on its word), and a peer that both it
     /// and the sender say are connected (the sender relays to its peers by the same rule, down to
     /// the origin). In a full mesh nothing is relayed, so each node receives each flood once.
+    ///
+    /// With `relay_tree`, the third rule is replaced by the relay trees: a peer that pruned the
+    /// origin's floods is skipped (see [`RelayTree`]).
     pub fn relay(&mut self, relay: Relay) {
         if relay.frame.hops_left == 0 {
             return;
         }
         let says = |a: &PeerId, b: &PeerId| self.neighbors.get(a).is_some_and(|n| n.contains(b));
         let suppress = self.cfg.relay_suppression;
+        let tree = self.cfg.relay_tree;
         let candidates: Vec<(&PeerId, ConnId)> = self
             .by_peer
             .iter()
             .filter(|&(p, &c)| c != relay.except && *p != relay.origin)
             .map(|(p, &c)| (p, c))
             .collect();
+        // With relay trees the third rule is left out: the sender may have been pruned by `p`.
+        let suppressed = |p: &PeerId| {
+            suppress
+                && (says(p, &relay.origin)
+                    || says(&relay.origin, p)
+                    || (!tree && says(p, &relay.from) && says(&relay.from, p)))
+        };
+        let mut pruned = 0;
         let conns: Vec<ConnId> = candidates
             .iter()
+            .filter(|(p, _)| !suppressed(p))
             .filter(|(p, _)| {
-                !(suppress
-                    && (says(p, &relay.origin)
-                        || says(&relay.origin, p)
-                        || (says(p, &relay.from) && says(&relay.from, p))))
+                let keep = !(tree && self.tree.is_pruned(p, &relay.origin));
+                pruned += u64::from(!keep);
+                keep
             })
             .map(|&(_, c)| c)
             .collect();
-        self.stats.relays_suppressed += (candidates.len() - conns.len()) as u64;
+        self.stats.relays_pruned += pruned;
+        self.stats.relays_suppressed += (candidates.len() - conns.len()) as u64 - pruned;
         if conns.is_empty() {
             return;
         }
@@ -901,6 +1004,8 @@ impl Mesh {
             }
             self.stats.peers.remove(&peer);
             self.neighbors.remove(&peer);
+            self.neighbor_seq.remove(&peer);
+            self.tree_peer_gone(peer);
             self.out
                 .push_back(Output::Event(MeshEvent::PeerDisconnected { peer }));
             self.announce_peers();
@@ -930,8 +1035,11 @@ impl Mesh {
                 .collect();
             self.learn_addrs(peer, &addrs, IpAddr::from([0, 0, 0, 0]));
         }
-        if self.by_peer.contains_key(&from) {
+        // A list older than one applied already (frames reordered) is not applied.
+        let newer = self.neighbor_seq.get(&from).is_none_or(|&s| list.seq >= s);
+        if self.by_peer.contains_key(&from) && newer {
             self.neighbors.insert(from, theirs);
+            self.neighbor_seq.insert(from, list.seq);
         }
         self.dial_due(now);
     }
@@ -965,7 +1073,7 @@ impl Mesh {
         out
     }
 
-    fn peer_list_frame(&self, exclude: Option<PeerId>) -> Bytes {
+    fn peer_list_frame(&mut self, exclude: Option<PeerId>) -> Bytes {
         let mut by_peer: BTreeMap<PeerId, Vec<String>> = BTreeMap::new();
         for (addr, st) in &self.addrs {
             if let Some(p) = st.peer {
@@ -986,7 +1094,11 @@ impl Mesh {
             id: Bytes::copy_from_slice(self.local.as_bytes()),
             addrs: self.listen_addrs.iter().map(ToString::to_string).collect(),
         });
-        encode(Kind::Peers(pb::PeerList { peers }))
+        self.peer_list_seq += 1;
+        encode(Kind::Peers(pb::PeerList {
+            peers,
+            seq: self.peer_list_seq,
+        }))
     }
 
     fn send(&mut self, conn: ConnId, frame: Bytes, message: bool) {

@@ -41,6 +41,12 @@ pub struct MeshStats {
     pub forwarded: u64,
     /// Relays skipped because another node already sends the flood to that peer.
     pub relays_suppressed: u64,
+    /// Relays skipped because the peer pruned that origin's floods (relay trees).
+    pub relays_pruned: u64,
+    /// Prunes sent: duplicates that asked a relay to stop (relay trees).
+    pub tree_prunes: u64,
+    /// Grafts sent: pruned relays asked to relay again (relay trees).
+    pub tree_grafts: u64,
     /// Floods dropped for a bad signature or a forged origin.
     pub bad_signatures: u64,
     /// Unsigned floods of a protocol this node does not run (it cannot check them): dropped,

@@ -408,7 +408,7 @@ pub struct HandshakeConfirm {
 /// is exactly one `MeshFrame`, u32-length-prefixed inside the encrypted stream.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct MeshFrame {
-    #[prost(oneof = "mesh_frame::Kind", tags = "1, 2, 3, 4, 5, 6, 7")]
+    #[prost(oneof = "mesh_frame::Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8")]
     pub kind: ::core::option::Option<mesh_frame::Kind>,
 }
 /// Nested message and enum types in `MeshFrame`.
@@ -429,6 +429,8 @@ pub mod mesh_frame {
         Pong(super::Pong),
         #[prost(message, tag = "7")]
         Goodbye(super::Goodbye),
+        #[prost(message, tag = "8")]
+        Tree(super::Tree),
     }
 }
 /// The signed part of a flooded message. Signatures and message ids are
@@ -487,6 +489,10 @@ pub struct PeerInfo {
 pub struct PeerList {
     #[prost(message, repeated, tag = "1")]
     pub peers: ::prost::alloc::vec::Vec<PeerInfo>,
+    /// Increases with every list a node sends, so a receiver keeps the latest
+    /// from each peer whatever order lists arrive in.
+    #[prost(uint64, tag = "2")]
+    pub seq: u64,
 }
 /// Asks for a `PeerList`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -560,6 +566,72 @@ pub mod goodbye {
                 "REASON_TOO_MANY_PEERS" => Some(Self::TooManyPeers),
                 "REASON_MISBEHAVIOUR" => Some(Self::Misbehaviour),
                 "REASON_REQUESTED" => Some(Self::Requested),
+                _ => None,
+            }
+        }
+    }
+}
+/// Relay-tree control for the floods of one origin (the mesh's `relay_tree`):
+/// the receiver of a duplicate asks the neighbour that relayed it to stop
+/// relaying that origin's floods to it (PRUNE), asks it to start again when it
+/// needs it (GRAFT), and a GRAFT is confirmed (GRAFT_ACK). Only relays are
+/// pruned: an origin always sends its own floods to all of its peers.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Tree {
+    /// The origin's PeerId (32 bytes).
+    #[prost(bytes = "bytes", tag = "1")]
+    pub origin: ::prost::bytes::Bytes,
+    #[prost(enumeration = "tree::Op", tag = "2")]
+    pub op: i32,
+    /// PRUNE and GRAFT: strictly increasing per sending node, so the receiver
+    /// applies only the latest for each origin, whatever order frames arrive in.
+    /// GRAFT_ACK: the seq of the GRAFT it confirms. LOST: 0.
+    #[prost(uint64, tag = "3")]
+    pub seq: u64,
+}
+/// Nested message and enum types in `Tree`.
+pub mod tree {
+    #[derive(
+        Clone,
+        Copy,
+        Debug,
+        PartialEq,
+        Eq,
+        Hash,
+        PartialOrd,
+        Ord,
+        ::prost::Enumeration
+    )]
+    #[repr(i32)]
+    pub enum Op {
+        Prune = 0,
+        Graft = 1,
+        GraftAck = 2,
+        /// The sender lost its parent for this origin (the neighbour its floods
+        /// came from): a receiver whose parent it is grafts every neighbour it
+        /// pruned for the origin and passes the loss on.
+        Lost = 3,
+    }
+    impl Op {
+        /// String value of the enum field names used in the ProtoBuf definition.
+        ///
+        /// The values are not transformed in any way and thus are considered stable
+        /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+        pub fn as_str_name(&self) -> &'static str {
+            match self {
+                Self::Prune => "OP_PRUNE",
+                Self::Graft => "OP_GRAFT",
+                Self::GraftAck => "OP_GRAFT_ACK",
+                Self::Lost => "OP_LOST",
+            }
+        }
+        /// Creates an enum from field names used in the ProtoBuf definition.
+        pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+            match value {
+                "OP_PRUNE" => Some(Self::Prune),
+                "OP_GRAFT" => Some(Self::Graft),
+                "OP_GRAFT_ACK" => Some(Self::GraftAck),
+                "OP_LOST" => Some(Self::Lost),
                 _ => None,
             }
         }

@@ -384,6 +384,11 @@ impl Sim {
         &self.events[i]
     }
 
+    /// The (simulated) listen address of node `i`, for [`Node::connect`].
+    pub fn addr(i: usize) -> SocketAddr {
+        Self::fake_addr(i)
+    }
+
     fn fake_addr(i: usize) -> SocketAddr {
         SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250 + 1) as u8], 4000))
     }

@@ -191,6 +191,14 @@ struct Conn {
     direction: Direction,
     ip: IpAddr,
     active: bool,
+    /// Whether the peer has shown it keeps this connection: at once for one it dialed; for one
+    /// we dialed, at its first frame other than a `Goodbye`. A full node refuses a connection
+    /// only after its handshake, so until then this node does not tell others it has the peer:
+    /// they would skip it when relaying floods that this node sends on a connection the peer
+    /// is closing.
+    vouched: bool,
+    /// The peer said goodbye on this connection.
+    bye: bool,
     last_recv: Millis,
     bucket: TokenBucket,
     /// Since when the peer has been over its rate without a pause of a second (a flood).
@@ -551,6 +559,8 @@ impl Mesh {
                 direction,
                 ip,
                 active: false,
+                vouched: direction == Direction::Inbound,
+                bye: false,
                 last_recv: now,
                 bucket: TokenBucket::new(self.cfg.peer_rate, self.cfg.peer_burst, now),
                 flood_since: None,
@@ -578,8 +588,13 @@ impl Mesh {
             let old_dir = self.conns.get(&existing).map_or(direction, |c| c.direction);
             let new_wins = old_dir == direction || dialer(direction) < dialer(old_dir);
             if new_wins {
+                let mut vouched = false;
                 if let Some(c) = self.conns.get_mut(&existing) {
                     c.active = false;
+                    vouched = c.vouched;
+                }
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.vouched |= vouched;
                 }
                 self.close(existing, CloseReason::Duplicate);
                 self.activate(conn, peer);
@@ -607,12 +622,22 @@ impl Mesh {
                 st.next_attempt = now + initial.saturating_mul(1 << st.failures.min(16)).min(max);
             }
             // Full: say where else to go before closing, so a node refused by every bootstrap
-            // address it knows still finds the rest of the mesh.
+            // address it knows still finds the rest of the mesh. The goodbye goes first, so the
+            // dialer never takes the list for a sign that it was accepted.
             if direction == Direction::Inbound {
+                let bye = encode(Kind::Goodbye(pb::Goodbye {
+                    reason: CloseReason::TooManyPeers.wire() as i32,
+                }));
+                self.send(conn, bye, false);
                 let list = self.peer_list_frame(Some(peer));
                 self.send(conn, list, false);
+                self.out.push_back(Output::Close {
+                    conn,
+                    reason: CloseReason::TooManyPeers,
+                });
+            } else {
+                self.close(conn, CloseReason::TooManyPeers);
             }
-            self.close(conn, CloseReason::TooManyPeers);
             return;
         }
         if let Some(st) = dialed.and_then(|a| self.addrs.get_mut(&a)) {
@@ -623,8 +648,14 @@ impl Mesh {
             peer,
             addrs: listen,
         }));
-        // The new peer gets our list; the others learn that our peers changed.
-        self.announce_peers();
+        if direction == Direction::Inbound {
+            // The new peer gets our list; the others learn that our peers changed.
+            self.announce_peers();
+        } else {
+            // The others learn of it once it shows it keeps the connection.
+            let list = self.peer_list_frame(Some(peer));
+            self.send(conn, list, false);
+        }
     }
 
     fn activate(&mut self, conn: ConnId, peer: PeerId) {
@@ -733,6 +764,7 @@ impl Mesh {
                 return;
             }
         };
+        self.vouch(conn, matches!(kind, Kind::Goodbye(_)));
         match kind {
             Kind::Flood(f) => self.on_flood(conn, peer, f, now),
             Kind::Direct(d) => {
@@ -754,12 +786,34 @@ impl Mesh {
             Kind::Ping(p) => {
                 self.send(conn, encode(Kind::Pong(pb::Pong { nonce: p.nonce })), false)
             }
-            Kind::Tree(t) => self.on_tree(peer, t, now),
+            Kind::Tree(t) => self.on_tree(conn, peer, t, now),
             Kind::Pong(_) | Kind::Goodbye(_) => {}
         }
     }
 
-    fn on_tree(&mut self, peer: PeerId, t: pb::Tree, now: Millis) {
+    /// A frame arrived on `conn`: the first one that is not a goodbye shows that the peer keeps
+    /// the connection, and the other peers learn that this node has it.
+    fn vouch(&mut self, conn: ConnId, goodbye: bool) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.bye |= goodbye;
+        if c.vouched || c.bye || !c.active {
+            return;
+        }
+        c.vouched = true;
+        self.announce_peers();
+    }
+
+    /// Whether floods on `conn` from `peer` shape the relay trees: only on a peer's active
+    /// connection. A connection being closed (refused because this node is full, or the loser
+    /// of a simultaneous dial) still delivers what was in flight on it, but a parent on it would
+    /// never be reported gone, and the node would wait on it for good.
+    fn tree_link(&self, peer: PeerId, conn: ConnId) -> bool {
+        self.cfg.relay_tree && self.by_peer.get(&peer) == Some(&conn)
+    }
+
+    fn on_tree(&mut self, conn: ConnId, peer: PeerId, t: pb::Tree, now: Millis) {
         let op = match pb::tree::Op::try_from(t.op) {
             Ok(pb::tree::Op::Prune) => TreeOp::Prune,
             Ok(pb::tree::Op::Graft) => TreeOp::Graft,
@@ -776,6 +830,10 @@ impl Mesh {
             self.strike(peer, now);
             return;
         };
+        if self.by_peer.get(&peer) != Some(&conn) {
+            // From a connection being closed: the peer's state goes with it.
+            return;
+        }
         let mut msgs = Vec::new();
         self.tree
             .on_control(peer, origin, op, t.seq, &self.peer_list, &mut msgs);
@@ -828,7 +886,7 @@ impl Mesh {
         let id = flood::msg_id(&f.body);
         if self.seen.contains(id, now) {
             self.stats.duplicates += 1;
-            if self.cfg.relay_tree {
+            if self.tree_link(peer, conn) {
                 // A duplicate from a relay: ask it to stop relaying this origin's floods to us.
                 let origin = rs2p_base::wire::decode_bytes::<pb::FloodBody>(f.body)
                     .ok()
@@ -879,7 +937,7 @@ impl Mesh {
             return;
         }
         self.seen.insert(id, now);
-        if self.cfg.relay_tree {
+        if self.tree_link(peer, conn) {
             let mut msgs = Vec::new();
             self.tree.on_first(peer, origin, &mut msgs);
             self.send_tree(msgs);
@@ -1077,7 +1135,12 @@ impl Mesh {
         let mut by_peer: BTreeMap<PeerId, Vec<String>> = BTreeMap::new();
         for (addr, st) in &self.addrs {
             if let Some(p) = st.peer {
-                if Some(p) != exclude && !st.is_self && self.by_peer.contains_key(&p) {
+                let vouched = self
+                    .by_peer
+                    .get(&p)
+                    .and_then(|c| self.conns.get(c))
+                    .is_some_and(|c| c.vouched);
+                if Some(p) != exclude && !st.is_self && vouched {
                     by_peer.entry(p).or_default().push(addr.to_string());
                 }
             }

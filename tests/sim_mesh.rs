@@ -715,44 +715,49 @@ fn a_flood_on_a_refused_connection_does_not_make_its_sender_a_parent() {
     );
 }
 
-/// A node that dials a full node is refused only after the handshake. Until the refused
-/// connection closes, the dialer must not tell its other peers that it is connected to the full
-/// node: they would skip the full node when relaying the dialer's floods, and the copy the
-/// dialer sends on the closing connection is lost, so the full node (and, with relay trees,
-/// every node below it) would miss the flood.
+/// A full node refuses a connection only after the handshake, whether it dialed or was dialed.
+/// Until then, the other end must not tell its other peers that it is connected to the full
+/// node: they would skip the full node when relaying its floods, and the copy it sends on the
+/// closing connection is lost, so the full node (and, with relay trees, every node below it)
+/// would miss the flood.
 #[test]
-fn a_dialer_does_not_announce_a_peer_before_the_peer_keeps_the_connection() {
+fn a_node_does_not_announce_a_peer_before_the_peer_keeps_the_connection() {
     use rs2p_mesh::proto::{ConnId, Direction};
-    let mut cfg = rs2p_mesh::MeshConfig::default();
-    cfg.min_peers = 0;
-    let mut sim = Sim::with_config(14, 3, cfg);
-    sim.link(0, 1, Faults::NONE);
-    sim.link(1, 2, Faults::NONE);
-    sim.run_until_idle();
-    // Node 2 dials node 0, which (full) will refuse; nothing has come back on it yet.
-    let now = sim.node_now(2);
-    let remote = rs2p_base::handshake::RemoteInfo {
-        peer_id: sim.id(0),
-        listen_addrs: vec![Sim::addr(0)],
-        protocols: vec![],
-    };
-    sim.node_mut(2).handle_established(
-        ConnId(900),
-        Direction::Outbound,
-        Some(Sim::addr(0)),
-        remote,
-        Sim::addr(0),
-        now,
-    );
-    sim.flush();
-    sim.run_until_idle();
-    assert!(sim.node(2).mesh().peers().contains(&sim.id(0)));
-    // Its flood's copy on that connection goes nowhere; node 1 must still relay it to node 0.
-    sim.broadcast(2, "/sim/1", b"over the refused link".to_vec());
-    sim.run_until_idle();
-    assert_eq!(
-        sim.messages(0).len(),
-        1,
-        "node 0 got the flood through node 1"
-    );
+    for direction in [Direction::Outbound, Direction::Inbound] {
+        let mut cfg = rs2p_mesh::MeshConfig::default();
+        cfg.min_peers = 0;
+        let mut sim = Sim::with_config(14, 4, cfg);
+        sim.link(0, 1, Faults::NONE);
+        sim.link(1, 2, Faults::NONE);
+        sim.run_until_idle();
+        // Node 2 and node 0 complete a handshake; node 0 (full) will close it, and nothing has
+        // come back on it yet. Then node 2 gains a peer, and tells its peers which it has.
+        let now = sim.node_now(2);
+        let remote = rs2p_base::handshake::RemoteInfo {
+            peer_id: sim.id(0),
+            listen_addrs: vec![Sim::addr(0)],
+            protocols: vec![],
+        };
+        let dialed = (direction == Direction::Outbound).then(|| Sim::addr(0));
+        sim.node_mut(2).handle_established(
+            ConnId(900),
+            direction,
+            dialed,
+            remote,
+            Sim::addr(0),
+            now,
+        );
+        sim.flush();
+        sim.link(2, 3, Faults::NONE);
+        sim.run_until_idle();
+        assert!(sim.node(2).mesh().peers().contains(&sim.id(0)));
+        // Its flood's copy on that connection goes nowhere; node 1 must still relay it to 0.
+        sim.broadcast(2, "/sim/1", b"over the refused link".to_vec());
+        sim.run_until_idle();
+        assert_eq!(
+            sim.messages(0).len(),
+            1,
+            "{direction:?}: node 0 got the flood through node 1"
+        );
+    }
 }

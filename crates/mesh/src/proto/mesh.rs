@@ -191,11 +191,11 @@ struct Conn {
     direction: Direction,
     ip: IpAddr,
     active: bool,
-    /// Whether the peer has shown it keeps this connection: at once for one it dialed; for one
-    /// we dialed, at its first frame other than a `Goodbye`. A full node refuses a connection
-    /// only after its handshake, so until then this node does not tell others it has the peer:
-    /// they would skip it when relaying floods that this node sends on a connection the peer
-    /// is closing.
+    /// Whether the peer has shown it keeps this connection: at its first frame other than a
+    /// `Goodbye` (each side sends its peer list first). A full node refuses a connection only
+    /// after its handshake, whichever side dialed, so until then this node does not tell others
+    /// it has the peer: they would skip it when relaying floods that this node sends on a
+    /// connection the peer is closing.
     vouched: bool,
     /// The peer said goodbye on this connection.
     bye: bool,
@@ -559,7 +559,7 @@ impl Mesh {
                 direction,
                 ip,
                 active: false,
-                vouched: direction == Direction::Inbound,
+                vouched: false,
                 bye: false,
                 last_recv: now,
                 bucket: TokenBucket::new(self.cfg.peer_rate, self.cfg.peer_burst, now),
@@ -648,14 +648,10 @@ impl Mesh {
             peer,
             addrs: listen,
         }));
-        if direction == Direction::Inbound {
-            // The new peer gets our list; the others learn that our peers changed.
-            self.announce_peers();
-        } else {
-            // The others learn of it once it shows it keeps the connection.
-            let list = self.peer_list_frame(Some(peer));
-            self.send(conn, list, false);
-        }
+        // The new peer gets our list; the others learn of it once it shows it keeps the
+        // connection (`vouch`).
+        let list = self.peer_list_frame(Some(peer));
+        self.send(conn, list, false);
     }
 
     fn activate(&mut self, conn: ConnId, peer: PeerId) {

@@ -406,3 +406,69 @@ async fn connecting_to_a_peer_already_connected_answers_at_once() {
         n.close().await.unwrap();
     }
 }
+
+/// Over real TCP, in a ring with chords (each node dials the next and the third next, so floods
+/// are relayed): every broadcast reaches every node exactly once, and once each origin has
+/// flooded, the relay trees have pruned the links that brought duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_relaying_mesh_relay_trees_prune_duplicates_and_every_broadcast_arrives_once() {
+    let n = 12;
+    let mut nodes = Vec::new();
+    for _ in 0..n {
+        let mut o = MeshOptions::default();
+        o.config.min_peers = 0;
+        nodes.push(MeshSocket::bind(o).await.unwrap());
+    }
+    for i in 0..n {
+        for d in [1, 3] {
+            let to = nodes[(i + d) % n].local_addr();
+            nodes[i].connect(to).await.unwrap();
+        }
+    }
+    for (i, s) in nodes.iter().enumerate() {
+        wait_for_peers(s, 4, &format!("node {i}'s four links")).await;
+    }
+    let mut streams: Vec<_> = nodes.iter().map(|s| s.events()).collect();
+    let duplicates = |nodes: Vec<MeshSocket>| async move {
+        let mut d = 0;
+        for s in &nodes {
+            d += s.stats().await.unwrap().duplicates;
+        }
+        d
+    };
+    let mut per_round = Vec::new();
+    for round in 0..4 {
+        let before = duplicates(nodes.clone()).await;
+        for (i, s) in nodes.iter().enumerate() {
+            s.broadcast("/test/1", format!("round {round} from {i}"))
+                .await
+                .unwrap();
+        }
+        for (i, s) in streams.iter_mut().enumerate() {
+            let mut got = messages(s, n - 1).await;
+            got.sort();
+            got.dedup();
+            assert_eq!(
+                got.len(),
+                n - 1,
+                "round {round}: node {i} got every broadcast"
+            );
+        }
+        per_round.push(duplicates(nodes.clone()).await - before);
+    }
+    let mut prunes = 0;
+    for (i, s) in nodes.iter().enumerate() {
+        let st = s.stats().await.unwrap();
+        assert_eq!(
+            st.delivered,
+            4 * (n as u64 - 1),
+            "node {i}: each exactly once"
+        );
+        prunes += st.tree_prunes;
+    }
+    assert!(prunes > 0, "duplicates pruned links");
+    assert!(
+        per_round[3] < per_round[0],
+        "duplicates per round fall as trees form: {per_round:?}"
+    );
+}

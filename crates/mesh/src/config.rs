@@ -54,8 +54,8 @@ pub struct MeshConfig {
     /// Relays a flood may take. Default 32.
     pub max_hops: u32,
     /// Whether a relay skips the peers another node already sends the flood to (those that say
-    /// they are connected to its origin or that its origin says it is connected to, and those
-    /// both they and its sender say are connected),
+    /// they are connected to its origin or that its origin says it is connected to, and, without
+    /// [`MeshConfig::relay_tree`], those both they and its sender say are connected),
     /// using the peer lists peers send on connect and whenever their peers change. In a full
     /// mesh this makes each node receive each flood once instead of once per peer. It trusts
     /// what peers say about their links: a peer that lies can keep floods that pass through it

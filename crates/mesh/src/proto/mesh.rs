@@ -624,20 +624,8 @@ impl Mesh {
             // Full: say where else to go before closing, so a node refused by every bootstrap
             // address it knows still finds the rest of the mesh. The goodbye goes first, so the
             // dialer never takes the list for a sign that it was accepted.
-            if direction == Direction::Inbound {
-                let bye = encode(Kind::Goodbye(pb::Goodbye {
-                    reason: CloseReason::TooManyPeers.wire() as i32,
-                }));
-                self.send(conn, bye, false);
-                let list = self.peer_list_frame(Some(peer));
-                self.send(conn, list, false);
-                self.out.push_back(Output::Close {
-                    conn,
-                    reason: CloseReason::TooManyPeers,
-                });
-            } else {
-                self.close(conn, CloseReason::TooManyPeers);
-            }
+            let list = (direction == Direction::Inbound).then(|| self.peer_list_frame(Some(peer)));
+            self.close_after(conn, CloseReason::TooManyPeers, list);
             return;
         }
         if let Some(st) = dialed.and_then(|a| self.addrs.get_mut(&a)) {
@@ -692,10 +680,18 @@ impl Mesh {
     }
 
     fn close(&mut self, conn: ConnId, reason: CloseReason) {
+        self.close_after(conn, reason, None);
+    }
+
+    /// Says goodbye on `conn`, then sends `last` (if any), then closes it.
+    fn close_after(&mut self, conn: ConnId, reason: CloseReason, last: Option<Bytes>) {
         let bye = encode(Kind::Goodbye(pb::Goodbye {
             reason: reason.wire() as i32,
         }));
         self.out.push_back(Output::Send { conn, frame: bye });
+        if let Some(frame) = last {
+            self.send(conn, frame, false);
+        }
         self.out.push_back(Output::Close { conn, reason });
     }
 
@@ -721,6 +717,7 @@ impl Mesh {
         };
         c.last_recv = now;
         let peer = c.peer;
+        let vouched = c.vouched;
         if self.banned.contains_key(&peer) {
             return;
         }
@@ -760,7 +757,9 @@ impl Mesh {
                 return;
             }
         };
-        self.vouch(conn, matches!(kind, Kind::Goodbye(_)));
+        if !vouched {
+            self.vouch(conn, matches!(kind, Kind::Goodbye(_)));
+        }
         match kind {
             Kind::Flood(f) => self.on_flood(conn, peer, f, now),
             Kind::Direct(d) => {
@@ -794,7 +793,7 @@ impl Mesh {
             return;
         };
         c.bye |= goodbye;
-        if c.vouched || c.bye || !c.active {
+        if c.bye || !c.active {
             return;
         }
         c.vouched = true;

@@ -752,8 +752,7 @@ impl Mesh {
         let kind = match rs2p_base::wire::decode_bytes::<pb::MeshFrame>(frame) {
             Ok(pb::MeshFrame { kind: Some(k) }) => k,
             _ => {
-                self.stats.malformed += 1;
-                self.strike(peer, now);
+                self.malformed(peer, now);
                 return;
             }
         };
@@ -815,14 +814,12 @@ impl Mesh {
             Ok(pb::tree::Op::GraftAck) => TreeOp::GraftAck,
             Ok(pb::tree::Op::Lost) => TreeOp::Lost,
             Err(_) => {
-                self.stats.malformed += 1;
-                self.strike(peer, now);
+                self.malformed(peer, now);
                 return;
             }
         };
         let Some(origin) = PeerId::from_slice(&t.origin) else {
-            self.stats.malformed += 1;
-            self.strike(peer, now);
+            self.malformed(peer, now);
             return;
         };
         if self.by_peer.get(&peer) != Some(&conn) {
@@ -869,6 +866,12 @@ impl Mesh {
         self.send_tree(msgs);
     }
 
+    /// A frame from `peer` that does not decode or make sense: counted, and held against it.
+    fn malformed(&mut self, peer: PeerId, now: Millis) {
+        self.stats.malformed += 1;
+        self.strike(peer, now);
+    }
+
     fn count_message(&mut self, peer: PeerId) {
         self.stats.received.messages += 1;
         if let Some(p) = self.stats.peers.get_mut(&peer) {
@@ -895,13 +898,11 @@ impl Mesh {
             return;
         }
         let Ok(body) = rs2p_base::wire::decode_bytes::<pb::FloodBody>(f.body.clone()) else {
-            self.stats.malformed += 1;
-            self.strike(peer, now);
+            self.malformed(peer, now);
             return;
         };
         let Some(origin) = PeerId::from_slice(&body.origin) else {
-            self.stats.malformed += 1;
-            self.strike(peer, now);
+            self.malformed(peer, now);
             return;
         };
         let too_old = body.issued_at_ms.saturating_add(ms(self.cfg.max_flood_age)) < now;

@@ -980,12 +980,6 @@ impl Mesh {
         let says = |a: &PeerId, b: &PeerId| self.neighbors.get(a).is_some_and(|n| n.contains(b));
         let suppress = self.cfg.relay_suppression;
         let tree = self.cfg.relay_tree;
-        let candidates: Vec<(&PeerId, ConnId)> = self
-            .by_peer
-            .iter()
-            .filter(|&(p, &c)| c != relay.except && *p != relay.origin)
-            .map(|(p, &c)| (p, c))
-            .collect();
         // With relay trees the third rule is left out: the sender may have been pruned by `p`.
         let suppressed = |p: &PeerId| {
             suppress
@@ -993,19 +987,22 @@ impl Mesh {
                     || says(&relay.origin, p)
                     || (!tree && says(p, &relay.from) && says(&relay.from, p)))
         };
-        let mut pruned = 0;
-        let conns: Vec<ConnId> = candidates
-            .iter()
-            .filter(|(p, _)| !suppressed(p))
-            .filter(|(p, _)| {
-                let keep = !(tree && self.tree.is_pruned(p, &relay.origin));
-                pruned += u64::from(!keep);
-                keep
-            })
-            .map(|&(_, c)| c)
-            .collect();
+        let mut conns = Vec::new();
+        let (mut skipped, mut pruned) = (0, 0);
+        for (p, &c) in &self.by_peer {
+            if c == relay.except || *p == relay.origin {
+                continue;
+            }
+            if suppressed(p) {
+                skipped += 1;
+            } else if tree && self.tree.is_pruned(p, &relay.origin) {
+                pruned += 1;
+            } else {
+                conns.push(c);
+            }
+        }
+        self.stats.relays_suppressed += skipped;
         self.stats.relays_pruned += pruned;
-        self.stats.relays_suppressed += (candidates.len() - conns.len()) as u64 - pruned;
         if conns.is_empty() {
             return;
         }

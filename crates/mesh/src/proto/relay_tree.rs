@@ -99,17 +99,16 @@ impl RelayTree {
         if !self.up.contains_key(&origin) && self.up.len() >= MAX_ORIGINS {
             return;
         }
-        let seq = self.seq + 1;
         let up = self.up.entry(origin).or_default();
         up.parent = Some(from);
         if up.pruned.remove(&from) {
-            up.pending.insert(from, seq);
-            self.seq = seq;
+            self.seq += 1;
+            up.pending.insert(from, self.seq);
             out.push(TreeMsg {
                 to: from,
                 origin,
                 op: TreeOp::Graft,
-                seq,
+                seq: self.seq,
             });
         }
     }
@@ -119,19 +118,18 @@ impl RelayTree {
         if from == origin {
             return;
         }
-        let seq = self.seq + 1;
         let Some(up) = self.up.get_mut(&origin) else {
             return;
         };
         if up.parent == Some(from) || !up.pending.is_empty() || !up.pruned.insert(from) {
             return;
         }
-        self.seq = seq;
+        self.seq += 1;
         out.push(TreeMsg {
             to: from,
             origin,
             op: TreeOp::Prune,
-            seq,
+            seq: self.seq,
         });
     }
 

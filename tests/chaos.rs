@@ -230,9 +230,12 @@ fn five_hosts_survive_partition_kill_loss_and_a_stalled_link() {
     // 4. A stalled link: host 4 restarted to reach host 2 only through a chaos proxy in host 1
     //    (their direct path is cut on the bridge), which then stops moving bytes (nothing
     //    closes) while host 2 writes.
+    //    The cut comes first, so host 2 never hears that host 4's first run died (as when a
+    //    host loses power): the restarted host 4 must be let in while host 2 still holds the
+    //    dead connection.
+    c.hosts.partition(&[2], &[4]);
     c.node(4).kill();
     c.nodes[3] = None;
-    c.hosts.partition(&[2], &[4]);
     let mut proxy = Proxy::start(&c.hosts.ns(1), "10.77.0.1:7100", &Hosts::addr(2));
     let node = NodeProc::start_with(
         &["ip", "netns", "exec", &c.hosts.ns(4)],

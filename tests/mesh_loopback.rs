@@ -472,3 +472,64 @@ async fn in_a_relaying_mesh_relay_trees_prune_duplicates_and_every_broadcast_arr
         "duplicates per round fall as trees form: {per_round:?}"
     );
 }
+
+/// A handler that takes 2 ms per message, as a node busy with heavy messages does, and notes who
+/// sent each message in the order it handled them.
+struct Slow(std::sync::Arc<std::sync::Mutex<Vec<rs2p_mesh::PeerId>>>);
+
+impl rs2p_mesh::Handler for Slow {
+    fn protocol(&self) -> &str {
+        "/test/slow/1"
+    }
+    fn on_message(
+        &mut self,
+        _cx: &mut rs2p_mesh::Context<'_>,
+        msg: rs2p_mesh::InboundMessage,
+    ) -> rs2p_mesh::Verdict {
+        std::thread::sleep(Duration::from_millis(2));
+        self.0.lock().unwrap().push(msg.from);
+        rs2p_mesh::Verdict::Accept
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_sends_faster_than_the_node_handles_does_not_queue_ahead_of_another_peer() {
+    let n = node().await;
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    n.register(Slow(log.clone())).await.unwrap();
+    let (a, b) = (node().await, node().await);
+    let id = a.connect(n.local_addr()).await.unwrap();
+    b.connect(n.local_addr()).await.unwrap();
+    wait_for_peers(&n, 2, "both peers").await;
+    // A sends 400 messages of 32 KiB, 0.8 s of handling, as fast as its connection takes them.
+    const FROM_A: usize = 400;
+    for _ in 0..FROM_A {
+        a.whisper(id, "/test/slow/1", vec![7u8; 32 * 1024])
+            .await
+            .unwrap();
+    }
+    // Then B sends one. A's messages that the node read before B's are handled before it: with
+    // one queue for every connection, the node reads all of A's backlog ahead of B's message; with
+    // a bound per connection, B's waits behind a few of A's (256 KiB of them), not all.
+    b.whisper(id, "/test/slow/1", "from b").await.unwrap();
+    wait_for(
+        || {
+            let log = log.clone();
+            async move { log.lock().unwrap().len() == FROM_A + 1 }
+        },
+        "every message handled",
+    )
+    .await;
+    let log = log.lock().unwrap().clone();
+    let (a_id, b_id) = (a.local_id(), b.local_id());
+    assert_eq!(
+        log.iter().filter(|p| **p == a_id).count(),
+        FROM_A,
+        "all of A's"
+    );
+    let before_b = log.iter().position(|p| *p == b_id).expect("B's message");
+    assert!(
+        before_b < FROM_A / 2,
+        "B's message was handled after {before_b} of A's {FROM_A}"
+    );
+}

@@ -679,6 +679,7 @@ fn a_flood_on_a_refused_connection_does_not_make_its_sender_a_parent() {
         peer_id: sim.id(2),
         listen_addrs: vec![Sim::addr(2)],
         protocols: vec![],
+        incarnation: 1,
     };
     sim.node_mut(0).handle_established(
         refused,
@@ -737,6 +738,7 @@ fn a_node_does_not_announce_a_peer_before_the_peer_keeps_the_connection() {
             peer_id: sim.id(0),
             listen_addrs: vec![Sim::addr(0)],
             protocols: vec![],
+            incarnation: 1,
         };
         let dialed = (direction == Direction::Outbound).then(|| Sim::addr(0));
         sim.node_mut(2).handle_established(
@@ -759,5 +761,50 @@ fn a_node_does_not_announce_a_peer_before_the_peer_keeps_the_connection() {
             1,
             "{direction:?}: node 0 got the flood through node 1"
         );
+    }
+}
+
+/// A peer that restarts with the same identity while this node still holds its old connection
+/// (the old process was killed and its goodbye lost, or its host lost power) is let back in at
+/// once: its handshake says it is a later run, so the new connection replaces the dead one, even
+/// where the rule for two simultaneous dials would keep the old one and refuse the peer until
+/// the idle timeout (30 s). Without a later run, that rule still decides.
+#[test]
+fn a_peer_that_restarted_with_the_same_identity_replaces_its_dead_connection() {
+    use rs2p_base::handshake::RemoteInfo;
+    use rs2p_mesh::proto::{CloseReason, ConnId, Direction, Mesh, Output};
+    let network = Network::named("restart");
+    let mut keys: Vec<Keypair> = (1u8..=2).map(|i| Keypair::from_seed([i; 32])).collect();
+    keys.sort_by_key(Keypair::peer_id);
+    // The lower id dials; the higher one restarts and dials back: the dialer rule keeps the
+    // connection dialed by the lower id, the old one.
+    let (low, high) = (keys[0].clone(), keys[1].clone());
+    let remote = |incarnation| RemoteInfo {
+        peer_id: high.peer_id(),
+        listen_addrs: vec!["10.0.0.2:7000".parse().unwrap()],
+        protocols: vec![],
+        incarnation,
+    };
+    for (second_run, new_kept) in [(1_000, false), (2_000, true), (0, false)] {
+        let mut mesh = Mesh::new(Default::default(), low.clone(), *network.id(), 5_000);
+        let at = "10.0.0.2:7000".parse().unwrap();
+        let (old, new) = (ConnId(1), ConnId(2));
+        mesh.handle_established(old, Direction::Outbound, Some(at), remote(1_000), at, 5_000);
+        mesh.handle_established(new, Direction::Inbound, None, remote(second_run), at, 6_000);
+        let mut closed = Vec::new();
+        while let Some(out) = mesh.poll_output() {
+            if let Output::Close { conn, reason } = out {
+                assert_eq!(reason, CloseReason::Duplicate);
+                closed.push(conn);
+            }
+        }
+        let expect = if new_kept { old } else { new };
+        assert_eq!(
+            closed,
+            vec![expect],
+            "incarnation {second_run} against 1000: the {} connection is closed",
+            if new_kept { "old" } else { "new" }
+        );
+        assert_eq!(mesh.peers(), &[high.peer_id()][..]);
     }
 }

@@ -52,6 +52,9 @@ pub struct LocalInfo {
     pub listen_addrs: Vec<SocketAddr>,
     /// The socket protocols registered on this node.
     pub protocols: Vec<String>,
+    /// When this node's process started (unix milliseconds; 0 if unknown). Peers that still
+    /// hold a connection from an earlier run of the same identity keep the new one.
+    pub incarnation: u64,
 }
 
 /// What the peer proved and said about itself.
@@ -63,6 +66,8 @@ pub struct RemoteInfo {
     pub listen_addrs: Vec<SocketAddr>,
     /// The socket protocols the peer has registered.
     pub protocols: Vec<String>,
+    /// When the peer's process started (unix milliseconds), as it says; 0 if it did not say.
+    pub incarnation: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +143,7 @@ impl Handshake {
             protocol_version: PROTOCOL_VERSION,
             listen_addrs: info.listen_addrs.iter().map(ToString::to_string).collect(),
             protocols: info.protocols,
+            incarnation: info.incarnation,
         };
         Self {
             noise: Some(noise),
@@ -363,6 +369,7 @@ impl Handshake {
             peer_id,
             listen_addrs,
             protocols: payload.protocols,
+            incarnation: payload.incarnation,
         })
     }
 }
@@ -488,6 +495,7 @@ mod tests {
         let info = LocalInfo {
             listen_addrs: vec!["127.0.0.1:9".parse().unwrap()],
             protocols: vec!["/x/1".into()],
+            incarnation: 7,
         };
         let a = Handshake::initiator(&ia, &net, info.clone(), Some(ib.peer_id())).unwrap();
         let b = Handshake::responder(&ib, &net, info).unwrap();
@@ -497,6 +505,7 @@ mod tests {
         assert_eq!(ra.peer_id, ib.peer_id());
         assert_eq!(rb.peer_id, ia.peer_id());
         assert_eq!(rb.protocols, vec!["/x/1".to_string()]);
+        assert_eq!((ra.incarnation, rb.incarnation), (7, 7));
         let mut ct = vec![0u8; 64];
         let n = ca.send.encrypt(b"hello", &mut ct).unwrap();
         let mut pt = vec![0u8; 64];

@@ -458,6 +458,32 @@ async fn sync_p6(keys: usize, reps: usize) -> (Result, Result) {
     )
 }
 
+/// A comma-separated list of numbers from the environment (to run one size alone, say, while
+/// profiling), or `default`.
+fn env_list(var: &str, default: &[usize]) -> Vec<usize> {
+    match std::env::var(var) {
+        Ok(v) => v.split(',').filter_map(|n| n.trim().parse().ok()).collect(),
+        Err(_) => default.to_vec(),
+    }
+}
+
+/// A number from the environment, or `default`.
+fn env_num(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Signed then unsigned, or one of them with `RS2P_BENCH_MODE=signed` or `unsigned`.
+fn modes() -> Vec<bool> {
+    match std::env::var("RS2P_BENCH_MODE").as_deref() {
+        Ok("signed") => vec![true],
+        Ok("unsigned") => vec![false],
+        _ => vec![true, false],
+    }
+}
+
 /// Resident memory of this process in bytes (Linux `/proc/self/statm`).
 fn rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
@@ -936,17 +962,12 @@ async fn main() {
         results.extend(py2p_sync(1000, reps, if quick { 10 } else { 30 }));
     }
     if want("sync-P2") || want("sync-P8") || want("sync-P3") {
-        // RS2P_BENCH_SIZES=3,16 picks the sizes (for profiling one of them).
-        let sizes: Vec<usize> = match std::env::var("RS2P_BENCH_SIZES") {
-            Ok(v) => v.split(',').filter_map(|n| n.trim().parse().ok()).collect(),
-            Err(_) if quick => vec![3, 16],
-            Err(_) => vec![3, 16, 64],
-        };
-        let repeat: usize = std::env::var("RS2P_BENCH_REPEAT")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1);
-        for signed in [true, false] {
+        let sizes = env_list(
+            "RS2P_BENCH_SIZES",
+            if quick { &[3, 16] } else { &[3, 16, 64] },
+        );
+        let repeat = env_num("RS2P_BENCH_REPEAT", 1);
+        for signed in modes() {
             for &n in &sizes {
                 let (p2, p8, p3) = sync_p2(n, 100 * scale * repeat, signed).await;
                 results.push(p2);
@@ -967,11 +988,15 @@ async fn main() {
         }
     }
     if want("sync-P4") {
-        for signed in [true, false] {
-            for n in [3, 16] {
+        for signed in modes() {
+            for n in env_list("RS2P_BENCH_SIZES", &[3, 16]) {
                 // Three runs (one in --quick); each run's rate is one sample, its probes all
                 // count.
                 let (secs, runs) = if quick { (2.0, 1) } else { (10.0, 3) };
+                let (secs, runs) = (
+                    env_num("RS2P_BENCH_SECS", secs as usize) as f64,
+                    env_num("RS2P_BENCH_REPEAT", runs),
+                );
                 let (mut rate, mut conv, mut bytes) = sync_p4(n, secs, signed).await;
                 for _ in 1..runs {
                     let (r, c, b) = sync_p4(n, secs, signed).await;

@@ -410,6 +410,7 @@ impl Sim {
             peer_id: ids[j],
             listen_addrs: vec![Self::fake_addr(j)],
             protocols: vec![],
+            incarnation: 1,
         };
         let (ra, rb) = (remote(b, &self.ids), remote(a, &self.ids));
         self.nodes[a].handle_established(

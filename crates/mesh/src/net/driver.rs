@@ -11,7 +11,7 @@ use rs2p_base::handshake::LocalInfo;
 use rs2p_base::net::{handshake, FrameReader, FrameWriter, Role, SecureConnection};
 use rs2p_base::{HandshakeError, LocalIdentity, Network, PeerId};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::unix_ms;
 use crate::proto::{
@@ -61,6 +61,17 @@ pub(crate) enum Command {
     },
 }
 
+/// How long the driver works before it yields to the runtime's other tasks.
+const TIME_SLICE: Duration = Duration::from_millis(2);
+
+/// Bytes of frames one connection may have read but not yet handled. The node handles frames in
+/// the order they were read, across all connections: without a bound per connection, one peer
+/// sending faster than the node handles fills the shared queue, and every other peer's frames
+/// wait behind its backlog (seconds, under a sustained load). With it, a frame waits behind at
+/// most this much of any one other peer's traffic, and the fast peer is held back by TCP's flow
+/// control, which reaches its writer through its send queue.
+const INBOUND_BUDGET: usize = 256 * 1024;
+
 enum ConnEvent {
     Established {
         conn: ConnId,
@@ -79,6 +90,8 @@ enum ConnEvent {
     Frame {
         conn: ConnId,
         frame: Bytes,
+        /// The frame's share of its connection's inbound budget, given back once it is handled.
+        _budget: OwnedSemaphorePermit,
     },
     Closed {
         conn: ConnId,
@@ -139,6 +152,8 @@ pub(crate) struct Driver {
     room: Arc<tokio::sync::Notify>,
     send_queue_drops: u64,
     stalled_disconnects: u64,
+    /// When this node started (unix ms), told to every peer in the handshake.
+    incarnation: u64,
 }
 
 impl Driver {
@@ -177,6 +192,7 @@ impl Driver {
             room: Arc::new(tokio::sync::Notify::new()),
             send_queue_drops: 0,
             stalled_disconnects: 0,
+            incarnation: unix_ms().max(1),
         }
     }
 
@@ -186,7 +202,15 @@ impl Driver {
     }
 
     pub(crate) async fn run(mut self) {
+        let mut slice = Instant::now();
         loop {
+            // The node's work comes in bursts (a peer's batch of frames, a large write) that can
+            // keep this task busy for many milliseconds between two waits that find nothing
+            // ready; give the runtime's other tasks (other nodes, the application) a turn.
+            if slice.elapsed() >= TIME_SLICE {
+                tokio::task::yield_now().await;
+                slice = Instant::now();
+            }
             let now = unix_ms();
             let wait =
                 Duration::from_millis(self.node.next_deadline().saturating_sub(now).min(1000));
@@ -211,8 +235,12 @@ impl Driver {
                 },
                 Some(ev) = self.conn_rx.recv() => {
                     self.on_conn_event(ev);
-                    // Take whatever else is ready before flushing outputs, to batch.
+                    // Take whatever else is ready before flushing outputs, to batch, within the
+                    // time slice: commands (a local write, say) wait no longer than that.
                     for _ in 0..256 {
+                        if slice.elapsed() >= TIME_SLICE {
+                            break;
+                        }
                         match self.conn_rx.try_recv() {
                             Ok(ev) => self.on_conn_event(ev),
                             Err(_) => break,
@@ -338,6 +366,7 @@ impl Driver {
         LocalInfo {
             listen_addrs: self.node.mesh().listen_addrs().to_vec(),
             protocols: self.node.protocols(),
+            incarnation: self.incarnation,
         }
     }
 
@@ -416,7 +445,7 @@ impl Driver {
                 );
                 self.answer_connect(addr, Err(MeshError::Io(err)));
             }
-            ConnEvent::Frame { conn, frame } => self.node.handle_frame(conn, frame, now),
+            ConnEvent::Frame { conn, frame, .. } => self.node.handle_frame(conn, frame, now),
             ConnEvent::Closed { conn } => {
                 self.links.remove(&conn);
                 self.node.handle_closed(conn, now);
@@ -486,6 +515,7 @@ impl Driver {
             },
         );
         let events = self.conn_tx.clone();
+        let budget = Arc::new(Semaphore::new(INBOUND_BUDGET));
         tokio::spawn(async move {
             loop {
                 let pause = paused_until
@@ -501,7 +531,15 @@ impl Driver {
                 tokio::select! {
                     frame = reader.next_frame() => match frame {
                         Ok(Some(frame)) => {
-                            if events.send(ConnEvent::Frame { conn, frame }).await.is_err() {
+                            // Hold the frame until this connection's earlier frames are handled
+                            // enough to leave room for it: a peer that sends faster than we
+                            // handle waits in its own TCP stream, not in front of other peers.
+                            let cost = frame.len().clamp(1, INBOUND_BUDGET) as u32;
+                            let Ok(_budget) = budget.clone().acquire_many_owned(cost).await else {
+                                break;
+                            };
+                            let ev = ConnEvent::Frame { conn, frame, _budget };
+                            if events.send(ev).await.is_err() {
                                 break;
                             }
                         }

@@ -199,6 +199,8 @@ struct Conn {
     vouched: bool,
     /// The peer said goodbye on this connection.
     bye: bool,
+    /// When the peer's process started, as it said in the handshake (0: it did not say).
+    incarnation: u64,
     last_recv: Millis,
     bucket: TokenBucket,
     /// Since when the peer has been over its rate without a pause of a second (a flood).
@@ -561,6 +563,7 @@ impl Mesh {
                 active: false,
                 vouched: false,
                 bye: false,
+                incarnation: remote.incarnation,
                 last_recv: now,
                 bucket: TokenBucket::new(self.cfg.peer_rate, self.cfg.peer_burst, now),
                 flood_since: None,
@@ -585,8 +588,21 @@ impl Mesh {
                     peer
                 }
             };
-            let old_dir = self.conns.get(&existing).map_or(direction, |c| c.direction);
-            let new_wins = old_dir == direction || dialer(direction) < dialer(old_dir);
+            // A peer that restarted says so: its new run started later than the one the
+            // existing connection came from, which is dead though nothing told this node (a
+            // killed process whose goodbye was lost, a host that lost power). Without that, the
+            // dialer rule could keep the dead connection and refuse the live one until the
+            // idle timeout.
+            let (old_dir, old_inc) = self
+                .conns
+                .get(&existing)
+                .map_or((direction, 0), |c| (c.direction, c.incarnation));
+            let new_wins =
+                if old_inc != 0 && remote.incarnation != 0 && old_inc != remote.incarnation {
+                    remote.incarnation > old_inc
+                } else {
+                    old_dir == direction || dialer(direction) < dialer(old_dir)
+                };
             if new_wins {
                 let mut vouched = false;
                 if let Some(c) = self.conns.get_mut(&existing) {

@@ -30,14 +30,14 @@
 //!   is not: a peer that lies can choose, among real records issued before the cutoff, which one
 //!   a node that lacks them adopts.
 
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use rs2p_base::hash256;
 use rs2p_base::PeerId;
 
+use super::key_map::KeyMap;
 use super::record::{short, Record, Stored};
 use super::resolve::{self, Folded};
 
@@ -177,7 +177,7 @@ fn order(s: &Stored) -> ((u64, PeerId, u64), &[u8; 32]) {
 #[derive(Debug)]
 pub struct Store {
     leasing: bool,
-    keys: HashMap<Bytes, KeyState>,
+    keys: KeyMap<KeyState>,
     /// `tree[l - 1][i]`: node `i` of level `l`.
     tree: Vec<Vec<u64>>,
     /// Every key by its hash (a 64-bit collision would hide one key from repair, at odds of
@@ -201,7 +201,7 @@ impl Store {
     pub fn new(leasing: bool) -> Self {
         Self {
             leasing,
-            keys: HashMap::new(),
+            keys: KeyMap::default(),
             tree: (1..=LEVELS).map(|l| vec![0; 1 << (4 * l)]).collect(),
             by_hash: BTreeMap::new(),
             live: 0,
@@ -405,16 +405,14 @@ impl Store {
 
     /// The state of `key` (whose [`key_hash`] is `kh`), created empty if it has none.
     fn state_mut(&mut self, key: &Bytes, kh: u64) -> &mut KeyState {
-        match self.keys.entry(key.clone()) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(v) => {
-                self.by_hash.insert(kh, key.clone());
-                v.insert(KeyState {
-                    cutoff: self.cutoff,
-                    ..KeyState::default()
-                })
+        let (by_hash, cutoff) = (&mut self.by_hash, self.cutoff);
+        self.keys.get_or_insert_with(key, || {
+            by_hash.insert(kh, key.clone());
+            KeyState {
+                cutoff,
+                ..KeyState::default()
             }
-        }
+        })
     }
 
     /// Adds a verified record and says what changed.
@@ -686,6 +684,7 @@ mod tests {
     use crate::proto::record::seal;
     use proptest::prelude::*;
     use rs2p_base::Keypair;
+    use std::collections::HashMap;
 
     const LEASE: u64 = 3600;
 

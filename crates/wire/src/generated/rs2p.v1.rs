@@ -395,6 +395,13 @@ pub struct HandshakePayload {
     /// Socket protocols the sender has registered ("/rs2p/sync/1", ...).
     #[prost(string, repeated, tag = "5")]
     pub protocols: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// When the sender's process started (unix milliseconds); 0 if unknown. A
+    /// node that still holds a connection to the sender from an earlier
+    /// incarnation (a peer that restarted with the same identity, whose old
+    /// connection died without a word) knows from it that the old connection is
+    /// dead and keeps the new one.
+    #[prost(uint64, tag = "6")]
+    pub incarnation: u64,
 }
 /// The responder's first transport message: proof that it accepted message 3
 /// (and so that both sides hold the same pre-shared key).

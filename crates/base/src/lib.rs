@@ -41,7 +41,7 @@ pub mod net;
 mod network;
 
 pub use error::{BaseError, ConnectionError, HandshakeError};
-pub use hash::{hash256, Hash256};
+pub use hash::{hash256, hash256_many, Hash256};
 pub use identity::{Keypair, LocalIdentity, PeerId, Signature};
 pub use network::Network;
 pub use rs2p_wire as wire;

@@ -3,6 +3,13 @@
 //!
 //! Every scenario runs in one process on loopback with the default secure configuration
 //! (Noise-encrypted links, signed floods and records).
+//!
+//! To study one scenario, the environment narrows it (a full run sets none of these):
+//! - `RS2P_BENCH_MODE=signed|unsigned`: only one mode in P2/P3/P8 and P4;
+//! - `RS2P_BENCH_SIZES=3,16`: the node counts of P2/P3/P8 and P4;
+//! - `RS2P_BENCH_SECS`, `RS2P_BENCH_REPEAT`: P4's seconds per run and runs (P2: rounds × R);
+//! - `RS2P_BENCH_KEYS=100000`: the dictionary sizes of P5 (default 100,000 both modes, then
+//!   1,000,000 signed).
 
 mod plots;
 
@@ -1012,11 +1019,19 @@ async fn main() {
         }
     }
     if want("sync-P5") {
-        for signed in [true, false] {
-            results.push(sync_p5(if quick { 20_000 } else { 100_000 }, 3, signed).await);
-        }
-        if !quick {
-            results.push(sync_p5(1_000_000, 3, true).await);
+        if let Ok(keys) = std::env::var("RS2P_BENCH_KEYS") {
+            for keys in keys.split(',').filter_map(|k| k.trim().parse().ok()) {
+                for signed in modes() {
+                    results.push(sync_p5(keys, 3, signed).await);
+                }
+            }
+        } else {
+            for signed in [true, false] {
+                results.push(sync_p5(if quick { 20_000 } else { 100_000 }, 3, signed).await);
+            }
+            if !quick {
+                results.push(sync_p5(1_000_000, 3, true).await);
+            }
         }
     }
     if want("sync-P6") {

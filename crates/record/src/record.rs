@@ -159,7 +159,7 @@ fn seal_with(
         .iter()
         .map(|r| rs2p_base::wire::encode(&r.to_pb()))
         .collect();
-    let leaves: Vec<Hash256> = raws.iter().map(|r| merkle::leaf(r)).collect();
+    let leaves = merkle::leaves(&raws);
     let signature = sign(&leaves);
     let auth = Arc::new(BatchAuth {
         owner,
@@ -257,7 +257,7 @@ fn open_inner(
             return Err(RecordError::Malformed);
         }
         (
-            batch.records.iter().map(|r| merkle::leaf(r)).collect(),
+            merkle::leaves(&batch.records),
             (0..batch.records.len() as u32).collect(),
         )
     } else {
@@ -269,8 +269,9 @@ fn open_inner(
         if batch.indices.len() != batch.records.len() {
             return Err(RecordError::Malformed);
         }
-        for (raw, &i) in batch.records.iter().zip(&batch.indices) {
-            if leaves.get(i as usize) != Some(&merkle::leaf(raw)) {
+        let computed = merkle::leaves(&batch.records);
+        for (leaf, &i) in computed.iter().zip(&batch.indices) {
+            if leaves.get(i as usize) != Some(leaf) {
                 return Err(RecordError::BadSignature);
             }
         }

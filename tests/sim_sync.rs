@@ -316,3 +316,51 @@ fn a_flooded_batch_without_its_owner_is_owned_by_the_flood_origin_and_checked_ag
     let refused = w.machines[1].lock().stats().refused.clone();
     assert_eq!(refused.get("BadSignature"), Some(&1), "{refused:?}");
 }
+
+/// A newcomer that connects to several nodes at once receives the dictionary once: it asks one
+/// of them for the whole dictionary, and starts or answers no repair with the others while that
+/// transfer is on its way (each of them would push every key it has not received yet). What
+/// the others still have to give, repair brings afterwards.
+#[test]
+fn a_newcomer_connected_to_three_nodes_receives_the_dictionary_once() {
+    let keys = 3000;
+    let mut w = World::new(7, 4, true);
+    w.sim.link(0, 1, Faults::NONE);
+    w.sim.link(1, 2, Faults::NONE);
+    w.sim.link(0, 2, Faults::NONE);
+    for chunk in 0..keys / 500 {
+        let items = (0..500)
+            .map(|i| {
+                let k = format!("key-{chunk}-{i}");
+                (Bytes::from(k), Some(Bytes::from_static(b"a value")))
+            })
+            .collect();
+        assert!(w.write_each(0, items).iter().all(Result::is_ok));
+    }
+    w.sim.run_until_idle();
+    let sent_before: u64 = (0..3)
+        .map(|i| w.machines[i].lock().stats().records_sent_repair)
+        .sum();
+    // The newcomer, node 3, connects to all three at the same moment.
+    for i in 0..3 {
+        w.sim.link(3, i, Faults::NONE);
+    }
+    w.sim.run_until_idle();
+    w.sim.advance(10_000);
+    w.sim.run_until_idle();
+    assert_eq!(
+        w.dictionary(3),
+        w.dictionary(0),
+        "the newcomer holds everything"
+    );
+    let sent: u64 = (0..3)
+        .map(|i| w.machines[i].lock().stats().records_sent_repair)
+        .sum::<u64>()
+        - sent_before;
+    let known = w.machines[3].lock().stats().records_known;
+    assert_eq!(
+        (sent, known),
+        (keys, 0),
+        "records sent to the newcomer by repair, and how many of them it already had"
+    );
+}

@@ -6,19 +6,24 @@
 //! chosen by the key's hash, each doubling moves 1/[`SHARDS`] of the entries, and the doublings
 //! spread over the inserts, since shards fill at slightly different times.
 
-use std::collections::hash_map::{self, HashMap, RandomState};
+use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 
 use bytes::Bytes;
+use hashbrown::hash_table::{Entry, HashTable};
 
 /// Maps in a [`KeyMap`].
 pub const SHARDS: usize = 256;
 
 /// A map from key bytes to `V`, in [`SHARDS`] shards. See the [module docs](self).
+///
+/// Each key is hashed once per operation (keyed SipHash, as `std`'s maps): the shard is chosen
+/// by bits 40..48 of that hash and the shard's table uses the same hash, whose low bits pick its
+/// buckets and whose top bits are its tags, so neither is constant within a shard.
 #[derive(Debug)]
 pub struct KeyMap<V> {
     hasher: RandomState,
-    shards: Vec<HashMap<Bytes, V>>,
+    shards: Vec<HashTable<(Bytes, V)>>,
     len: usize,
 }
 
@@ -26,16 +31,19 @@ impl<V> Default for KeyMap<V> {
     fn default() -> Self {
         Self {
             hasher: RandomState::new(),
-            shards: (0..SHARDS).map(|_| HashMap::new()).collect(),
+            shards: (0..SHARDS).map(|_| HashTable::new()).collect(),
             len: 0,
         }
     }
 }
 
+fn shard(hash: u64) -> usize {
+    (hash >> 40) as usize % SHARDS
+}
+
 impl<V> KeyMap<V> {
-    fn shard(&self, key: &[u8]) -> usize {
-        // The top bits: a shard's own table indexes by the low ones.
-        (self.hasher.hash_one(key) >> 56) as usize % SHARDS
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
     }
 
     /// Entries.
@@ -50,55 +58,75 @@ impl<V> KeyMap<V> {
 
     /// The value of `key`.
     pub fn get(&self, key: &[u8]) -> Option<&V> {
-        self.shards[self.shard(key)].get(key)
+        let h = self.hash(key);
+        self.shards[shard(h)]
+            .find(h, |(k, _)| k[..] == *key)
+            .map(|(_, v)| v)
     }
 
     /// The value of `key`, to change.
     pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut V> {
-        let s = self.shard(key);
-        self.shards[s].get_mut(key)
+        let h = self.hash(key);
+        self.shards[shard(h)]
+            .find_mut(h, |(k, _)| k[..] == *key)
+            .map(|(_, v)| v)
     }
 
     /// Whether `key` has a value.
     pub fn contains_key(&self, key: &[u8]) -> bool {
-        self.shards[self.shard(key)].contains_key(key)
+        self.get(key).is_some()
     }
 
     /// Sets `key`'s value; returns the one it replaced.
     pub fn insert(&mut self, key: Bytes, value: V) -> Option<V> {
-        let s = self.shard(&key);
-        let old = self.shards[s].insert(key, value);
-        if old.is_none() {
-            self.len += 1;
+        let h = self.hash(&key);
+        let hasher = &self.hasher;
+        match self.shards[shard(h)].entry(
+            h,
+            |(k, _)| k[..] == key[..],
+            |(k, _)| hasher.hash_one(&k[..]),
+        ) {
+            Entry::Occupied(mut e) => Some(std::mem::replace(&mut e.get_mut().1, value)),
+            Entry::Vacant(e) => {
+                e.insert((key, value));
+                self.len += 1;
+                None
+            }
         }
-        old
     }
 
     /// Removes `key`; returns its value.
     pub fn remove(&mut self, key: &[u8]) -> Option<V> {
-        let s = self.shard(key);
-        let old = self.shards[s].remove(key);
-        if old.is_some() {
-            self.len -= 1;
-        }
-        old
+        let h = self.hash(key);
+        let entry = self.shards[shard(h)]
+            .find_entry(h, |(k, _)| k[..] == *key)
+            .ok()?;
+        self.len -= 1;
+        Some(entry.remove().0 .1)
     }
 
     /// `key`'s value, made with `make` if it has none.
     pub fn get_or_insert_with(&mut self, key: &Bytes, make: impl FnOnce() -> V) -> &mut V {
-        let s = self.shard(key);
-        match self.shards[s].entry(key.clone()) {
-            hash_map::Entry::Occupied(e) => e.into_mut(),
-            hash_map::Entry::Vacant(v) => {
+        let h = self.hash(key);
+        let hasher = &self.hasher;
+        match self.shards[shard(h)].entry(
+            h,
+            |(k, _)| k[..] == key[..],
+            |(k, _)| hasher.hash_one(&k[..]),
+        ) {
+            Entry::Occupied(e) => &mut e.into_mut().1,
+            Entry::Vacant(e) => {
                 self.len += 1;
-                v.insert(make())
+                &mut e.insert((key.clone(), make())).into_mut().1
             }
         }
     }
 
     /// Every entry, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &V)> {
-        self.shards.iter().flat_map(HashMap::iter)
+        self.shards
+            .iter()
+            .flat_map(|t| t.iter().map(|(k, v)| (k, v)))
     }
 }
 
@@ -106,6 +134,7 @@ impl<V> KeyMap<V> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::collections::HashMap;
 
     #[derive(Debug, Clone)]
     enum Op {

@@ -32,7 +32,7 @@ use rs2p_base::{Keypair, PeerId};
 use rs2p_mesh::{Context, Handler, InboundMessage, Verdict};
 
 use super::record::{self, Limits, Record, Stored};
-use super::store::{Change, Store, FANOUT, LEAVES, LEVELS};
+use super::store::{Change, KeyState, Store, FANOUT, LEAVES, LEVELS};
 use crate::config::ms;
 use crate::{DelError, RecordError, SetError, SyncConfig};
 
@@ -63,6 +63,10 @@ pub fn write_size(key: &[u8], value: Option<&[u8]>) -> usize {
 
 /// Chunks sent per peer per push tick, so live traffic interleaves with a large transfer.
 const CHUNKS_PER_TICK: usize = 4;
+
+/// How long a whole dictionary asked of a peer counts as on its way without a chunk of it
+/// arriving (see [`SyncMachine::receiving_whole`]).
+const WHOLE_QUIET_MS: u64 = 1000;
 
 /// Something that happened to the dictionary.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +150,9 @@ pub struct SyncMachine {
     verified: rs2p_record::VerifiedBatches,
     /// Peers we asked for their whole dictionary on this link (we held nothing).
     asked_whole: HashSet<PeerId>,
+    /// The peer whose whole dictionary we asked for last, and until when (ms) it counts as on
+    /// its way: pushed forward by each of its chunks. See [`SyncMachine::receiving_whole`].
+    whole: Option<(PeerId, u64)>,
     /// The most bytes of records per live batch ([`LIVE_BATCH_BYTES`], or less for small frames).
     batch_bytes: usize,
 }
@@ -177,6 +184,7 @@ impl SyncMachine {
             push_armed: false,
             verified: rs2p_record::VerifiedBatches::default(),
             asked_whole: HashSet::new(),
+            whole: None,
             batch_bytes: LIVE_BATCH_BYTES,
         }
     }
@@ -529,6 +537,22 @@ impl SyncMachine {
         cx.whisper(peer, pb::SyncMessage { kind: Some(kind) }.encode_to_vec());
     }
 
+    /// Whether a whole dictionary we asked a peer for is on its way. Meanwhile the node asks no
+    /// other peer for it, and starts and answers no descent: it lacks every key still on its way,
+    /// so any other peer would push it again (a newcomer connected to three nodes received the
+    /// dictionary up to three times). The repair that follows finds what is still missing.
+    fn receiving_whole(&self, now: u64) -> bool {
+        self.whole.is_some_and(|(_, until)| now < until)
+    }
+
+    /// Asks `peer` for its whole dictionary (we hold nothing), once per link.
+    fn ask_whole(&mut self, cx: &mut Context<'_>, peer: PeerId) {
+        if self.asked_whole.insert(peer) {
+            self.whole = Some((peer, cx.now() + WHOLE_QUIET_MS));
+            self.send_digest(cx, peer);
+        }
+    }
+
     fn send_digest(&mut self, cx: &mut Context<'_>, peer: PeerId) {
         self.stats.repairs_started += 1;
         let t = pb::SyncTree {
@@ -656,16 +680,18 @@ impl SyncMachine {
         }
         if level == 1 && t.key_count == 0 && self.store.key_count() > 0 {
             // A newcomer: the whole dictionary, in batch order (deterministic, so runs replay).
-            let keys = batch_order(&self.store, self.store.states().map(|(k, _)| k.clone()));
+            let keys = batch_order_all(&self.store);
             self.push_keys(cx, peer, keys.iter());
+            return Verdict::Accept;
+        }
+        if self.receiving_whole(cx.now()) {
+            // Later: see `receiving_whole`.
             return Verdict::Accept;
         }
         if level == 1 && t.key_count > 0 && self.store.key_count() == 0 {
             // We hold nothing: descending would list every key. Ask for the whole dictionary,
             // once per link (what we asked for may still be on its way).
-            if self.asked_whole.insert(peer) {
-                self.send_digest(cx, peer);
-            }
+            self.ask_whole(cx, peer);
             return Verdict::Accept;
         }
         let mut differing: Vec<usize> = Vec::new();
@@ -787,9 +813,10 @@ impl Handler for SyncMachine {
         // One descent per link is enough, as a descent is symmetric (each side pushes what the
         // other lacks): the lower id starts it. A node that holds nothing asks for the whole
         // dictionary instead, whoever it is.
-        if self.store.key_count() == 0 {
-            self.asked_whole.insert(peer);
-            self.send_digest(cx, peer);
+        if self.receiving_whole(cx.now()) {
+            // Later, by the repair tick: see `receiving_whole`.
+        } else if self.store.key_count() == 0 {
+            self.ask_whole(cx, peer);
         } else if self.keypair.peer_id() < peer {
             self.send_digest(cx, peer);
         }
@@ -818,6 +845,11 @@ impl Handler for SyncMachine {
             // Everything else is point to point; a flooded one is a protocol violation.
             _ if flooded => Verdict::Reject,
             Kind::Transfer(t) => {
+                if let Some((from, until)) = &mut self.whole {
+                    if *from == msg.from && now < *until {
+                        *until = now + WHOLE_QUIET_MS;
+                    }
+                }
                 let mut verdict = Verdict::Accept;
                 for cp in t.checkpoints {
                     if self.receive_checkpoint(cp, now).is_err() {
@@ -837,9 +869,20 @@ impl Handler for SyncMachine {
         }
     }
 
-    fn on_peer_disconnected(&mut self, _cx: &mut Context<'_>, peer: PeerId) {
+    fn on_peer_disconnected(&mut self, cx: &mut Context<'_>, peer: PeerId) {
         self.outbox.remove(&peer);
         self.asked_whole.remove(&peer);
+        if self.whole.is_some_and(|(from, _)| from == peer) {
+            // The whole dictionary stopped on its way: get the rest from another peer now.
+            self.whole = None;
+            if let Some(&other) = cx.peers().iter().find(|&&p| p != peer) {
+                if self.store.key_count() == 0 {
+                    self.ask_whole(cx, other);
+                } else {
+                    self.send_digest(cx, other);
+                }
+            }
+        }
     }
 
     fn on_timer(&mut self, cx: &mut Context<'_>, token: u64) {
@@ -854,7 +897,7 @@ impl Handler for SyncMachine {
                 self.store.prune(cutoff);
             }
             let peers = cx.peers().to_vec();
-            if !peers.is_empty() {
+            if !peers.is_empty() && !self.receiving_whole(cx.now()) {
                 let turn = match self.repair_turn {
                     Some(t) => t,
                     None => cx.rng().gen_range(0..peers.len()),
@@ -914,22 +957,33 @@ pub(crate) fn slices(
 /// verifies each batch once; the order depends on the keys only, so simulated runs replay
 /// exactly.
 fn batch_order(store: &Store, keys: impl IntoIterator<Item = Bytes>) -> Vec<Bytes> {
-    let mut tagged: Vec<(u64, u32, Bytes)> = keys
-        .into_iter()
-        .map(|k| {
-            let newest = store
-                .key(&k)
-                .and_then(|st| st.records().last().or(st.base()));
-            let (batch, index) = newest.map_or((0, 0), |r| {
-                let mut first = [0u8; 8];
-                first.copy_from_slice(&r.auth.signature[..8]);
-                (u64::from_le_bytes(first), r.index)
-            });
-            (batch, index, k)
+    sort_by_batch(keys.into_iter().map(|k| (batch_tag(store.key(&k)), k)))
+}
+
+/// [`batch_order`] of every key in the store, from the states at hand (no lookup per key).
+fn batch_order_all(store: &Store) -> Vec<Bytes> {
+    sort_by_batch(
+        store
+            .states()
+            .map(|(k, st)| (batch_tag(Some(st)), k.clone())),
+    )
+}
+
+/// Where a key's newest record was signed: its batch (the signature's first 8 bytes) and its
+/// place in it.
+fn batch_tag(st: Option<&KeyState>) -> (u64, u32) {
+    st.and_then(|st| st.records().last().or(st.base()))
+        .map_or((0, 0), |r| {
+            let mut first = [0u8; 8];
+            first.copy_from_slice(&r.auth.signature[..8]);
+            (u64::from_le_bytes(first), r.index)
         })
-        .collect();
+}
+
+fn sort_by_batch(tagged: impl Iterator<Item = ((u64, u32), Bytes)>) -> Vec<Bytes> {
+    let mut tagged: Vec<((u64, u32), Bytes)> = tagged.collect();
     tagged.sort_unstable();
-    tagged.into_iter().map(|(_, _, k)| k).collect()
+    tagged.into_iter().map(|(_, k)| k).collect()
 }
 
 #[cfg(test)]

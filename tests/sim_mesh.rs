@@ -808,3 +808,47 @@ fn a_peer_that_restarted_with_the_same_identity_replaces_its_dead_connection() {
         assert_eq!(mesh.peers(), &[high.peer_id()][..]);
     }
 }
+
+/// A handler that arms a timer again from its own callback, due at once (a transfer sending a
+/// few chunks per tick), runs once per tick: what each run produced leaves before the next run,
+/// instead of piling up unsent until the handler has nothing left to do.
+#[test]
+fn a_timer_armed_again_from_its_callback_runs_at_the_next_tick() {
+    use rs2p_mesh::proto::{Context, Handler, InboundMessage, Mesh, Node, Verdict};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    struct Repeat(Arc<AtomicUsize>);
+    impl Handler for Repeat {
+        fn protocol(&self) -> &str {
+            "/repeat/1"
+        }
+        fn on_message(&mut self, _: &mut Context<'_>, _: InboundMessage) -> Verdict {
+            Verdict::Ignore
+        }
+        fn on_timer(&mut self, cx: &mut Context<'_>, token: u64) {
+            if self.0.fetch_add(1, Ordering::Relaxed) < 100 {
+                cx.set_timer(0, token);
+            }
+        }
+    }
+
+    let network = Network::named("timers");
+    let mesh = Mesh::new(
+        Default::default(),
+        Keypair::from_seed([3; 32]),
+        *network.id(),
+        1_000,
+    );
+    let mut node = Node::new(mesh, 1);
+    let runs = Arc::new(AtomicUsize::new(0));
+    node.register(Box::new(Repeat(runs.clone())), 1_000)
+        .unwrap();
+    node.with_handler("/repeat/1", 1_000, |_, cx| cx.set_timer(0, 7))
+        .unwrap();
+    for tick in 1..=3 {
+        node.handle_tick(1_000);
+        assert_eq!(runs.load(Ordering::Relaxed), tick, "runs after tick {tick}");
+        assert!(node.next_deadline() <= 1_000, "the next run is due at once");
+    }
+}

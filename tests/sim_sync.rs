@@ -364,3 +364,32 @@ fn a_newcomer_connected_to_three_nodes_receives_the_dictionary_once() {
         "records sent to the newcomer by repair, and how many of them it already had"
     );
 }
+
+/// A transfer goes at the pace the peer reads: while the driver reports a large backlog of
+/// bytes queued for the peer, nothing more is sent to it (a million-key dictionary would
+/// otherwise sit in memory as 200 MB of frames); once the backlog drains, the transfer goes on
+/// and completes.
+#[test]
+fn a_transfer_waits_while_the_peer_has_a_backlog_and_resumes_when_it_drains() {
+    let mut w = World::new(11, 2, true);
+    let items = (0..2000)
+        .map(|i| {
+            (
+                Bytes::from(format!("key-{i}")),
+                Some(Bytes::from_static(b"v")),
+            )
+        })
+        .collect();
+    assert!(w.write_each(0, items).iter().all(Result::is_ok));
+    w.sim.link(0, 1, Faults::NONE);
+    w.sim.set_backlog(0, 1, 8 << 20);
+    w.sim.advance(3_000);
+    assert_eq!(
+        w.machines[1].lock().store().key_count(),
+        0,
+        "nothing is sent while the peer's backlog is large"
+    );
+    w.sim.set_backlog(0, 1, 0);
+    w.sim.advance(3_000);
+    assert_eq!(w.dictionary(1), w.dictionary(0), "the transfer completed");
+}

@@ -434,6 +434,23 @@ impl Sim {
         self.flush();
     }
 
+    /// Tells node `i` that `bytes` are queued and not yet written on its links to node `j`, as
+    /// a real driver reports a peer that reads slowly (the simulation itself never queues).
+    pub fn set_backlog(&mut self, i: usize, j: usize, bytes: usize) {
+        let conns: Vec<ConnId> = self
+            .links
+            .iter()
+            .flatten()
+            .filter_map(|l| match (l.a, l.b) {
+                ((x, c), (y, _)) | ((y, _), (x, c)) if x == i && y == j => Some(c),
+                _ => None,
+            })
+            .collect();
+        for c in conns {
+            self.nodes[i].mesh_mut().set_backlog(c, bytes);
+        }
+    }
+
     /// Cuts every link between `a` and `b` (both ends see the connection close).
     pub fn unlink(&mut self, a: usize, b: usize) {
         let idxs: Vec<usize> = self

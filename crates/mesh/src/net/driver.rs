@@ -588,6 +588,9 @@ impl Driver {
         let mut stalled = Vec::new();
         let mut congested = false;
         for (&conn, l) in &mut self.links {
+            self.node
+                .mesh_mut()
+                .set_backlog(conn, l.queued_bytes.load(Ordering::Relaxed));
             let p = l.progress.load(Ordering::Relaxed);
             if p != l.seen_progress || l.empty() {
                 l.seen_progress = p;

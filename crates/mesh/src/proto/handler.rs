@@ -112,6 +112,7 @@ pub struct Context<'a> {
     pub(crate) now: Millis,
     pub(crate) local: PeerId,
     pub(crate) peers: &'a [PeerId],
+    pub(crate) mesh: &'a crate::proto::Mesh,
     pub(crate) listen_addrs: &'a [SocketAddr],
     pub(crate) rng: &'a mut dyn RngCore,
     pub(crate) actions: &'a mut Vec<Action>,
@@ -130,6 +131,11 @@ impl Context<'_> {
     /// The current time (Unix milliseconds; virtual in a simulation).
     pub fn now(&self) -> Millis {
         self.now
+    }
+
+    /// Bytes queued for `peer` and not yet written (see [`crate::proto::Mesh::backlog`]).
+    pub fn backlog(&self, peer: &PeerId) -> usize {
+        self.mesh.backlog(peer)
     }
 
     /// This node's id.

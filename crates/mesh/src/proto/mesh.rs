@@ -201,6 +201,8 @@ struct Conn {
     bye: bool,
     /// When the peer's process started, as it said in the handshake (0: it did not say).
     incarnation: u64,
+    /// Bytes queued for the peer and not yet written, as the driver last reported.
+    backlog: usize,
     last_recv: Millis,
     bucket: TokenBucket,
     /// Since when the peer has been over its rate without a pause of a second (a flood).
@@ -318,6 +320,24 @@ impl Mesh {
     /// The peers with an active connection, in ascending order.
     pub fn peers(&self) -> &[PeerId] {
         &self.peer_list
+    }
+
+    /// The driver's report of how many bytes are queued on `conn` and not yet written.
+    pub fn set_backlog(&mut self, conn: ConnId, bytes: usize) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.backlog = bytes;
+        }
+    }
+
+    /// Bytes queued for `peer` and not yet written, as the driver last reported (0 for a peer
+    /// not connected, and always in a simulation that does not report it). A handler that
+    /// sends in bulk (a sync transfer) sends while this is small, so it never queues faster
+    /// than the peer reads.
+    pub fn backlog(&self, peer: &PeerId) -> usize {
+        self.by_peer
+            .get(peer)
+            .and_then(|c| self.conns.get(c))
+            .map_or(0, |c| c.backlog)
     }
 
     /// The counters, with per-peer figures for the connected peers.
@@ -564,6 +584,7 @@ impl Mesh {
                 vouched: false,
                 bye: false,
                 incarnation: remote.incarnation,
+                backlog: 0,
                 last_recv: now,
                 bucket: TokenBucket::new(self.cfg.peer_rate, self.cfg.peer_burst, now),
                 flood_since: None,

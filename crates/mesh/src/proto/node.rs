@@ -116,6 +116,7 @@ impl Node {
                 now,
                 local: self.mesh.local_id(),
                 peers: self.mesh.peers(),
+                mesh: &self.mesh,
                 listen_addrs: self.mesh.listen_addrs(),
                 rng: &mut self.rng,
                 actions: &mut actions,
@@ -180,11 +181,14 @@ impl Node {
 
     /// Runs due timers and the mesh's periodic work.
     pub fn handle_tick(&mut self, now: Millis) {
-        while let Some(entry) = self.timers.first_entry() {
-            if entry.key().0 > now {
-                break;
-            }
-            let (protocol, token) = entry.remove();
+        // Only the timers due when the tick began: one that a handler arms again from its own
+        // callback (a transfer sending a few chunks per tick) runs at the next tick, after the
+        // driver has sent what this one produced. Run in this loop, it would run again and
+        // again until it had nothing left to do, its outputs piling up unsent meanwhile (a
+        // million-key transfer built 200 MB of frames before the first one left).
+        let later = self.timers.split_off(&(now.saturating_add(1), 0));
+        let due = std::mem::replace(&mut self.timers, later);
+        for ((_, _), (protocol, token)) in due {
             let _ = self.call_handler(&protocol, now, |h, cx| h.on_timer(cx, token));
         }
         self.mesh.handle_tick(now, &mut self.rng);

@@ -64,6 +64,14 @@ pub fn write_size(key: &[u8], value: Option<&[u8]>) -> usize {
 /// Chunks sent per peer per push tick, so live traffic interleaves with a large transfer.
 const CHUNKS_PER_TICK: usize = 4;
 
+/// A transfer to a peer waits while this many bytes are queued for it and not yet written:
+/// it goes at the pace the peer reads, rather than queueing the whole dictionary in memory
+/// at once (a million keys: 200 MB, built in one burst before the peer had any of it).
+const TRANSFER_WINDOW: usize = 2 << 20;
+
+/// How long a transfer held back by [`TRANSFER_WINDOW`] waits before it looks again.
+const WINDOW_WAIT_MS: u64 = 1;
+
 /// How long a whole dictionary asked of a peer counts as on its way without a chunk of it
 /// arriving (see [`SyncMachine::receiving_whole`]).
 const WHOLE_QUIET_MS: u64 = 1000;
@@ -580,8 +588,13 @@ impl SyncMachine {
     /// remain. A key's checkpoint and records always travel in the same chunk.
     fn send_queued(&mut self, cx: &mut Context<'_>) {
         let peers: Vec<PeerId> = self.outbox.keys().copied().collect();
+        let mut held = false;
         for peer in peers {
             for _ in 0..CHUNKS_PER_TICK {
+                if cx.backlog(&peer) >= TRANSFER_WINDOW {
+                    held = true;
+                    break;
+                }
                 let Some(queue) = self.outbox.get_mut(&peer) else {
                     break;
                 };
@@ -634,7 +647,7 @@ impl SyncMachine {
         self.outbox.retain(|_, q| !q.is_empty());
         if !self.outbox.is_empty() && !self.push_armed {
             self.push_armed = true;
-            cx.set_timer(0, PUSH_TIMER);
+            cx.set_timer(if held { WINDOW_WAIT_MS } else { 0 }, PUSH_TIMER);
         }
     }
 

@@ -150,3 +150,24 @@ async fn a_lone_node_is_a_ring_of_one_and_a_node_cut_off_answers_without_hanging
     assert!(r.is_ok(), "no hang (took {:?})", started.elapsed());
     b.close().await.expect("close");
 }
+
+/// A configuration whose largest messages would not fit in a mesh frame is refused at bind,
+/// with a typed error, before anything starts: every peer would refuse those messages, and the
+/// connection with them, the first time a large value moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_limit_that_does_not_fit_the_frames_is_refused_at_bind() {
+    let mut opts = ChordOptions::default();
+    opts.chord.max_value_len = 900 * 1024;
+    match ChordSocket::bind(opts).await {
+        Err(ChordError::Config(why)) => assert!(why.contains("max_frame_len"), "{why}"),
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("a 900 KiB value limit with 1 MiB frames was accepted"),
+    }
+    let mut opts = ChordOptions::default();
+    opts.chord.max_value_len = 900 * 1024;
+    opts.mesh.config.max_frame_len = 2 << 20;
+    let s = ChordSocket::bind(opts)
+        .await
+        .expect("larger frames make room");
+    s.close().await;
+}

@@ -25,7 +25,8 @@ pub struct ChordConfig {
     pub max_skew: Duration,
     /// The longest key. Default 1 KiB.
     pub max_key_len: usize,
-    /// The longest value. Default 256 KiB.
+    /// The longest value. Default 256 KiB. A transfer chunk with the largest record after it
+    /// must fit in one of the mesh's frames (see [`ChordConfig::check_frames`]).
     pub max_value_len: usize,
     /// Bytes of records per transfer message and per `keys()` page. Default 256 KiB.
     pub transfer_chunk: usize,
@@ -58,4 +59,54 @@ impl Default for ChordConfig {
 
 pub(crate) fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// What a chord message holds besides its records, at most: headers, signatures, the
+/// encryption tag.
+const FRAME_MARGIN: usize = 1024;
+
+/// What one record takes beyond its key and value, at most (fields, framing, its place in a
+/// batch).
+const RECORD_MARGIN: usize = 128;
+
+impl ChordConfig {
+    /// Whether every message this configuration can produce fits in a mesh frame of
+    /// `max_frame_len` bytes: a transfer chunk closes after the record that takes it past
+    /// `transfer_chunk`, so the chunk and the largest record must fit together. A larger
+    /// message would be refused by every peer, and the connection with it. `ChordSocket::bind`
+    /// refuses such a configuration with `ChordError::Config`.
+    pub fn check_frames(&self, max_frame_len: usize) -> Result<(), String> {
+        let largest = self.max_key_len + self.max_value_len + RECORD_MARGIN;
+        let need = self.transfer_chunk + largest + FRAME_MARGIN;
+        if need > max_frame_len {
+            return Err(format!(
+                "a transfer chunk of {} B with the largest record (a {} B key and a {} B value) \
+                 does not fit in a frame of {max_frame_len} B: raise max_frame_len or lower \
+                 transfer_chunk, max_key_len or max_value_len",
+                self.transfer_chunk, self.max_key_len, self.max_value_len
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_fit_the_default_frames_and_a_larger_value_does_not() {
+        let frame = 1 << 20;
+        assert_eq!(ChordConfig::default().check_frames(frame), Ok(()));
+        let mut big = ChordConfig::default();
+        big.max_value_len = 900 * 1024;
+        let err = big.check_frames(frame).unwrap_err();
+        assert!(err.contains("921600 B value"), "{err}");
+        big.transfer_chunk = 64 * 1024;
+        assert_eq!(
+            big.check_frames(frame),
+            Ok(()),
+            "a smaller chunk makes room"
+        );
+    }
 }

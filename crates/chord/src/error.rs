@@ -36,6 +36,9 @@ pub enum ChordError {
     /// The data directory could not be opened or written.
     #[error("data directory: {0}")]
     Data(String),
+    /// The configuration cannot work (see `ChordConfig::check_frames`); nothing was started.
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 #[cfg(feature = "net")]

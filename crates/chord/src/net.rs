@@ -150,6 +150,10 @@ impl ChordSocket {
     /// identity and records come from (and go to) its data directory.
     pub async fn bind(mut opts: ChordOptions) -> Result<Self, ChordError> {
         let network_id = *opts.mesh.network.id();
+        // Checked before the data directory is opened: a refused setting changes nothing.
+        opts.chord
+            .check_frames(opts.mesh.config.max_frame_len)
+            .map_err(ChordError::Config)?;
         let mut restored = None;
         let disk =
             match &opts.data {

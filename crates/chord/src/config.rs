@@ -98,8 +98,10 @@ mod tests {
     fn the_defaults_fit_the_default_frames_and_a_larger_value_does_not() {
         let frame = 1 << 20;
         assert_eq!(ChordConfig::default().check_frames(frame), Ok(()));
-        let mut big = ChordConfig::default();
-        big.max_value_len = 900 * 1024;
+        let mut big = ChordConfig {
+            max_value_len: 900 * 1024,
+            ..ChordConfig::default()
+        };
         let err = big.check_frames(frame).unwrap_err();
         assert!(err.contains("921600 B value"), "{err}");
         big.transfer_chunk = 64 * 1024;

@@ -110,10 +110,8 @@ pub(crate) enum Action {
 /// A handler's view of the node during one call.
 pub struct Context<'a> {
     pub(crate) now: Millis,
-    pub(crate) local: PeerId,
-    pub(crate) peers: &'a [PeerId],
+    /// The node's mesh, read-only: peers, listen addresses, backlogs.
     pub(crate) mesh: &'a crate::proto::Mesh,
-    pub(crate) listen_addrs: &'a [SocketAddr],
     pub(crate) rng: &'a mut dyn RngCore,
     pub(crate) actions: &'a mut Vec<Action>,
 }
@@ -122,7 +120,7 @@ impl std::fmt::Debug for Context<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context")
             .field("now", &self.now)
-            .field("local", &self.local)
+            .field("local", &self.mesh.local_id())
             .finish_non_exhaustive()
     }
 }
@@ -140,17 +138,17 @@ impl Context<'_> {
 
     /// This node's id.
     pub fn local_id(&self) -> PeerId {
-        self.local
+        self.mesh.local_id()
     }
 
     /// The directly connected peers, in ascending id order.
     pub fn peers(&self) -> &[PeerId] {
-        self.peers
+        self.mesh.peers()
     }
 
     /// The addresses this node listens on (what peers dial to reach it).
     pub fn listen_addrs(&self) -> &[SocketAddr] {
-        self.listen_addrs
+        self.mesh.listen_addrs()
     }
 
     /// Asks the mesh to open a connection to `addr` (expected to be `peer`, if known) unless one

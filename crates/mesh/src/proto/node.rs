@@ -114,10 +114,7 @@ impl Node {
         let r = {
             let mut cx = Context {
                 now,
-                local: self.mesh.local_id(),
-                peers: self.mesh.peers(),
                 mesh: &self.mesh,
-                listen_addrs: self.mesh.listen_addrs(),
                 rng: &mut self.rng,
                 actions: &mut actions,
             };

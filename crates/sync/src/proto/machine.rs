@@ -14,8 +14,9 @@
 //!   (key hash and record-set hash); the other side then pushes its records for keys that differ
 //!   or the peer lacks, and asks for the rest. For `d` differences the exchange costs about
 //!   `d · 4 · 128` bytes of hashes besides the records, whatever the dictionary's size. A node
-//!   with no keys asks for the whole dictionary instead, once per link, and receives it in
-//!   chunks. Transfers go in batch order, so a chunk carries whole batches and the receiver
+//!   with no keys asks one peer for the whole dictionary instead, and receives it in chunks, at
+//!   the pace it reads them (see `Context::backlog`); until it has arrived, it starts and
+//!   answers no descent with other peers. Transfers go in batch order, so a chunk carries whole batches and the receiver
 //!   verifies each batch once (it remembers recently verified ones). Records learned this way
 //!   are verified like live ones and not relayed.
 //!

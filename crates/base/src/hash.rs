@@ -1,19 +1,17 @@
-use blake2::{Blake2s256, Digest};
-
 /// A 32-byte BLAKE2s digest.
 pub type Hash256 = [u8; 32];
 
 /// BLAKE2s-256 over a domain separator and the given parts, each length-prefixed so that no two
 /// different inputs hash alike.
 pub fn hash256(domain: &str, parts: &[&[u8]]) -> Hash256 {
-    let mut h = Blake2s256::new();
-    h.update((domain.len() as u64).to_le_bytes());
+    let mut h = blake2s_simd::State::new();
+    h.update(&(domain.len() as u64).to_le_bytes());
     h.update(domain.as_bytes());
     for p in parts {
-        h.update((p.len() as u64).to_le_bytes());
+        h.update(&(p.len() as u64).to_le_bytes());
         h.update(p);
     }
-    h.finalize().into()
+    *h.finalize().as_array()
 }
 
 /// Inputs laid out together per call of [`blake2s_simd::many::hash_many`].
@@ -54,6 +52,20 @@ pub fn hash256_many<const K: usize>(domain: &str, items: &[[&[u8]; K]]) -> Vec<H
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The digest is BLAKE2s-256 of the length-prefixed parts, as another implementation
+    /// computes it.
+    #[test]
+    fn is_blake2s_256_of_the_length_prefixed_parts() {
+        use blake2::{Blake2s256, Digest};
+        let mut h = Blake2s256::new();
+        for p in [&b"d/x"[..], b"", b"abc"] {
+            h.update((p.len() as u64).to_le_bytes());
+            h.update(p);
+        }
+        let want: Hash256 = h.finalize().into();
+        assert_eq!(hash256("d/x", &[b"", b"abc"]), want);
+    }
 
     proptest! {
         /// The many-at-once path computes exactly the one-at-a-time hash.

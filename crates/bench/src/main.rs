@@ -8,6 +8,8 @@
 //! - `RS2P_BENCH_MODE=signed|unsigned`: only one mode in P2/P3/P8 and P4;
 //! - `RS2P_BENCH_SIZES=3,16`: the node counts of P2/P3/P8 and P4;
 //! - `RS2P_BENCH_SECS`, `RS2P_BENCH_REPEAT`: P4's seconds per run and runs (P2: rounds × R);
+//! - `RS2P_BENCH_RATE`: the rate of P4's paced runs (default the target for the size:
+//!   100,000 writes/s for N=3, 25,000 for N=16);
 //! - `RS2P_BENCH_KEYS=100000`: the dictionary sizes of P5 (default 100,000 both modes, then
 //!   1,000,000 signed).
 
@@ -271,8 +273,11 @@ async fn sync_p2(n: usize, writes: usize, signed: bool) -> (Result, Result, Resu
 
 /// P4: writes per second that reach every node, sustained for `secs` seconds by 4 tasks on one
 /// node writing batches of 64 keys, with a probe from another node every 50 ms measuring the
-/// convergence time under that load.
-async fn sync_p4(n: usize, secs: f64, signed: bool) -> (Result, Result, Result) {
+/// convergence time under that load. The writers go as fast as the node takes their writes
+/// (`pace` `None`: the capacity, where every queue on the way is as full as backpressure lets
+/// it be), or at `pace` writes per second between them (the convergence at that sustained
+/// rate).
+async fn sync_p4(n: usize, secs: f64, signed: bool, pace: Option<f64>) -> (Result, Result, Result) {
     let nodes = sync_nodes_as(n, signed).await;
     let mut bytes_before = 0u64;
     for s in &nodes {
@@ -287,7 +292,14 @@ async fn sync_p4(n: usize, secs: f64, signed: bool) -> (Result, Result, Result) 
             tokio::spawn(async move {
                 let mut written = 0u64;
                 let mut batch = 0u64;
+                let start = Instant::now();
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Some(rate) = pace {
+                        // Each task writes a quarter of the rate, on a schedule (not a fixed
+                        // sleep), so a late batch does not lower the rate.
+                        let due = start + Duration::from_secs_f64(written as f64 / (rate / 4.0));
+                        tokio::time::sleep_until(due.into()).await;
+                    }
                     let items: Vec<(String, [u8; 100])> = (0..64)
                         .map(|i| {
                             (
@@ -335,18 +347,32 @@ async fn sync_p4(n: usize, secs: f64, signed: bool) -> (Result, Result, Result) 
     for s in &nodes {
         let _ = s.close().await;
     }
+    let (what, load) = match pace {
+        None => (
+            "throughput".to_owned(),
+            "as fast as the node takes them".to_owned(),
+        ),
+        Some(r) => (
+            format!("paced at {r:.0} w/s"),
+            format!("paced at {r:.0} w/s"),
+        ),
+    };
     (
         Result {
-            scenario: format!("sync-P4 N={n}{} throughput", mode(signed)),
+            scenario: format!("sync-P4 N={n}{} {what}", mode(signed)),
             unit: "w/s",
             samples: vec![rate],
-            note: format!("{total} keys in batches of 64 by 4 tasks for {secs} s, until every node held them"),
+            note: format!("{total} keys in batches of 64 by 4 tasks for {secs} s, {load}, until every node held them"),
         },
         Result {
-            scenario: format!("sync-P4 N={n}{} convergence", mode(signed)),
+            scenario: format!(
+                "sync-P4 N={n}{} convergence {}",
+                mode(signed),
+                if pace.is_some() { "paced" } else { "saturated" }
+            ),
             unit: "ms",
             samples: probes,
-            note: "a probe write every 50 ms under that load, until every node held it (p99 target 50 ms)".into(),
+            note: format!("a probe write every 50 ms while the writers write {load}, until every node held it (p99 target 50 ms)"),
         },
         Result {
             scenario: format!("sync-P8 N={n}{} under load", mode(signed)),
@@ -1004,17 +1030,26 @@ async fn main() {
                     env_num("RS2P_BENCH_SECS", secs as usize) as f64,
                     env_num("RS2P_BENCH_REPEAT", runs),
                 );
-                let (mut rate, mut conv, mut bytes) = sync_p4(n, secs, signed).await;
-                for _ in 1..runs {
-                    let (r, c, b) = sync_p4(n, secs, signed).await;
-                    rate.samples.extend(r.samples);
-                    conv.samples.extend(c.samples);
-                    bytes.samples.extend(b.samples);
+                // At capacity, then paced at the target rate for this size.
+                let target = if n <= 3 { 100_000.0 } else { 25_000.0 };
+                for pace in [
+                    None,
+                    Some(env_num("RS2P_BENCH_RATE", target as usize) as f64),
+                ] {
+                    let (mut rate, mut conv, mut bytes) = sync_p4(n, secs, signed, pace).await;
+                    for _ in 1..runs {
+                        let (r, c, b) = sync_p4(n, secs, signed, pace).await;
+                        rate.samples.extend(r.samples);
+                        conv.samples.extend(c.samples);
+                        bytes.samples.extend(b.samples);
+                    }
+                    rate.note = format!("{runs} run(s); the first: {}", rate.note);
+                    results.push(rate);
+                    results.push(conv);
+                    if pace.is_none() {
+                        results.push(bytes);
+                    }
                 }
-                rate.note = format!("{runs} run(s); the first: {}", rate.note);
-                results.push(rate);
-                results.push(conv);
-                results.push(bytes);
             }
         }
     }

@@ -1,10 +1,17 @@
-//! The store's map from key to state, split into shards so that it never grows all at once.
+//! The store's map from key to state, split into shards so that it never grows all at once, and
+//! searchable by the key's tree hash as well as by the key.
 //!
 //! A hash map doubles its table when it fills: at a million keys, one doubling rehashes every
 //! entry into a fresh 200 MB table, and the node that holds the map stops for most of a second
 //! (the sync benchmark under load saw a write wait 0.8 s behind one). Split into [`SHARDS`] maps
 //! chosen by the key's hash, each doubling moves 1/[`SHARDS`] of the entries, and the doublings
 //! spread over the inserts, since shards fill at slightly different times.
+//!
+//! Every entry keeps the key's tree hash (the store's `key_hash`, which the caller computes once
+//! per operation and passes in), and the tables are indexed by that hash mixed with a secret
+//! drawn per map. So the map needs no hash of its own, a key can be found from its tree hash
+//! alone (repair names keys by hash), and a peer that chooses keys whose tree hashes share
+//! their low bits still cannot make them share buckets.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -15,35 +22,56 @@ use hashbrown::hash_table::{Entry, HashTable};
 /// Maps in a [`KeyMap`].
 pub const SHARDS: usize = 256;
 
-/// A map from key bytes to `V`, in [`SHARDS`] shards. See the [module docs](self).
+struct Slot<V> {
+    key: Bytes,
+    hash: u64,
+    value: V,
+}
+
+/// A map from key bytes (with their tree hash) to `V`, in [`SHARDS`] shards. See the
+/// [module docs](self).
 ///
-/// Each key is hashed once per operation (keyed SipHash, as `std`'s maps): the shard is chosen
-/// by bits 40..48 of that hash and the shard's table uses the same hash, whose low bits pick its
-/// buckets and whose top bits are its tags, so neither is constant within a shard.
-#[derive(Debug)]
+/// Every method that takes a key takes its hash too, which must be the same for the same key
+/// every time (two keys may share one). The shard is chosen by bits 40..48 of the mixed hash and
+/// the shard's table uses the same mixed hash, whose low bits pick its buckets and whose top bits
+/// are its tags, so neither is constant within a shard.
 pub struct KeyMap<V> {
-    hasher: RandomState,
-    shards: Vec<HashTable<(Bytes, V)>>,
+    seed: [u64; 2],
+    shards: Vec<HashTable<Slot<V>>>,
     len: usize,
+}
+
+impl<V> std::fmt::Debug for KeyMap<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyMap").field("len", &self.len).finish()
+    }
 }
 
 impl<V> Default for KeyMap<V> {
     fn default() -> Self {
+        let secret = RandomState::new();
         Self {
-            hasher: RandomState::new(),
+            seed: [secret.hash_one(0u8), secret.hash_one(1u8) | 1],
             shards: (0..SHARDS).map(|_| HashTable::new()).collect(),
             len: 0,
         }
     }
 }
 
-fn shard(hash: u64) -> usize {
-    (hash >> 40) as usize % SHARDS
+fn shard(mixed: u64) -> usize {
+    (mixed >> 40) as usize % SHARDS
+}
+
+/// The hash the tables use for tree hash `hash`: a multiply of the hash and the secret, folded
+/// (the product's high and low halves XORed), which spreads every input bit over the output.
+fn mix(seed: [u64; 2], hash: u64) -> u64 {
+    let m = u128::from(hash ^ seed[0]) * u128::from(seed[1]);
+    (m as u64) ^ ((m >> 64) as u64)
 }
 
 impl<V> KeyMap<V> {
-    fn hash(&self, key: &[u8]) -> u64 {
-        self.hasher.hash_one(key)
+    fn mixed(&self, hash: u64) -> u64 {
+        mix(self.seed, hash)
     }
 
     /// Entries.
@@ -56,39 +84,47 @@ impl<V> KeyMap<V> {
         self.len == 0
     }
 
-    /// The value of `key`.
-    pub fn get(&self, key: &[u8]) -> Option<&V> {
-        let h = self.hash(key);
-        self.shards[shard(h)]
-            .find(h, |(k, _)| k[..] == *key)
-            .map(|(_, v)| v)
+    /// The value of `key`, whose hash is `hash`.
+    pub fn get(&self, hash: u64, key: &[u8]) -> Option<&V> {
+        let m = self.mixed(hash);
+        self.shards[shard(m)]
+            .find(m, |s| s.hash == hash && s.key[..] == *key)
+            .map(|s| &s.value)
     }
 
     /// The value of `key`, to change.
-    pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut V> {
-        let h = self.hash(key);
-        self.shards[shard(h)]
-            .find_mut(h, |(k, _)| k[..] == *key)
-            .map(|(_, v)| v)
+    pub fn get_mut(&mut self, hash: u64, key: &[u8]) -> Option<&mut V> {
+        let m = self.mixed(hash);
+        self.shards[shard(m)]
+            .find_mut(m, |s| s.hash == hash && s.key[..] == *key)
+            .map(|s| &mut s.value)
+    }
+
+    /// A key whose hash is `hash`, with its value (if several keys share the hash, one of them).
+    pub fn get_by_hash(&self, hash: u64) -> Option<(&Bytes, &V)> {
+        let m = self.mixed(hash);
+        self.shards[shard(m)]
+            .find(m, |s| s.hash == hash)
+            .map(|s| (&s.key, &s.value))
     }
 
     /// Whether `key` has a value.
-    pub fn contains_key(&self, key: &[u8]) -> bool {
-        self.get(key).is_some()
+    pub fn contains_key(&self, hash: u64, key: &[u8]) -> bool {
+        self.get(hash, key).is_some()
     }
 
     /// Sets `key`'s value; returns the one it replaced.
-    pub fn insert(&mut self, key: Bytes, value: V) -> Option<V> {
-        let h = self.hash(&key);
-        let hasher = &self.hasher;
-        match self.shards[shard(h)].entry(
-            h,
-            |(k, _)| k[..] == key[..],
-            |(k, _)| hasher.hash_one(&k[..]),
+    pub fn insert(&mut self, hash: u64, key: Bytes, value: V) -> Option<V> {
+        let m = self.mixed(hash);
+        let seed = self.seed;
+        match self.shards[shard(m)].entry(
+            m,
+            |s| s.hash == hash && s.key == key,
+            |s| mix(seed, s.hash),
         ) {
-            Entry::Occupied(mut e) => Some(std::mem::replace(&mut e.get_mut().1, value)),
+            Entry::Occupied(mut e) => Some(std::mem::replace(&mut e.get_mut().value, value)),
             Entry::Vacant(e) => {
-                e.insert((key, value));
+                e.insert(Slot { key, hash, value });
                 self.len += 1;
                 None
             }
@@ -96,28 +132,38 @@ impl<V> KeyMap<V> {
     }
 
     /// Removes `key`; returns its value.
-    pub fn remove(&mut self, key: &[u8]) -> Option<V> {
-        let h = self.hash(key);
-        let entry = self.shards[shard(h)]
-            .find_entry(h, |(k, _)| k[..] == *key)
+    pub fn remove(&mut self, hash: u64, key: &[u8]) -> Option<V> {
+        let m = self.mixed(hash);
+        let entry = self.shards[shard(m)]
+            .find_entry(m, |s| s.hash == hash && s.key[..] == *key)
             .ok()?;
         self.len -= 1;
-        Some(entry.remove().0 .1)
+        Some(entry.remove().0.value)
     }
 
-    /// `key`'s value, made with `make` if it has none.
-    pub fn get_or_insert_with(&mut self, key: &Bytes, make: impl FnOnce() -> V) -> &mut V {
-        let h = self.hash(key);
-        let hasher = &self.hasher;
-        match self.shards[shard(h)].entry(
-            h,
-            |(k, _)| k[..] == key[..],
-            |(k, _)| hasher.hash_one(&k[..]),
+    /// `key`'s value, made with `make` if it has none; and whether it was made.
+    pub fn get_or_insert_with(
+        &mut self,
+        hash: u64,
+        key: &Bytes,
+        make: impl FnOnce() -> V,
+    ) -> (&mut V, bool) {
+        let m = self.mixed(hash);
+        let seed = self.seed;
+        match self.shards[shard(m)].entry(
+            m,
+            |s| s.hash == hash && s.key == key,
+            |s| mix(seed, s.hash),
         ) {
-            Entry::Occupied(e) => &mut e.into_mut().1,
+            Entry::Occupied(e) => (&mut e.into_mut().value, false),
             Entry::Vacant(e) => {
                 self.len += 1;
-                &mut e.insert((key.clone(), make())).into_mut().1
+                let slot = Slot {
+                    key: key.clone(),
+                    hash,
+                    value: make(),
+                };
+                (&mut e.insert(slot).into_mut().value, true)
             }
         }
     }
@@ -126,7 +172,7 @@ impl<V> KeyMap<V> {
     pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &V)> {
         self.shards
             .iter()
-            .flat_map(|t| t.iter().map(|(k, v)| (k, v)))
+            .flat_map(|t| t.iter().map(|s| (&s.key, &s.value)))
     }
 }
 
@@ -151,8 +197,14 @@ mod tests {
         ]
     }
 
+    /// A deliberately poor hash: four values, so that many keys share one.
+    fn poor(k: &[u8]) -> u64 {
+        u64::from(k[0] % 4)
+    }
+
     proptest! {
-        /// The sharded map answers exactly as one map does, whatever the operations.
+        /// The sharded map answers exactly as one map does, whatever the operations, even
+        /// when many keys share a hash.
         #[test]
         fn behaves_as_one_map(ops in prop::collection::vec(op(), 0..400)) {
             let mut map = KeyMap::default();
@@ -161,23 +213,36 @@ mod tests {
                 match op {
                     Op::Insert(k, v) => {
                         let k = Bytes::from(vec![k; 1 + k as usize % 5]);
-                        prop_assert_eq!(map.insert(k.clone(), v), model.insert(k, v));
+                        prop_assert_eq!(map.insert(poor(&k), k.clone(), v), model.insert(k, v));
                     }
                     Op::Remove(k) => {
                         let k = vec![k; 1 + k as usize % 5];
-                        prop_assert_eq!(map.remove(&k), model.remove(&k[..]));
+                        prop_assert_eq!(map.remove(poor(&k), &k), model.remove(&k[..]));
                     }
                     Op::Upsert(k, v) => {
                         let k = Bytes::from(vec![k; 1 + k as usize % 5]);
-                        *map.get_or_insert_with(&k, || 0) += v % 7;
+                        let had = model.contains_key(&k);
+                        let (value, made) = map.get_or_insert_with(poor(&k), &k, || 0);
+                        prop_assert_eq!(made, !had);
+                        *value += v % 7;
                         *model.entry(k).or_insert(0) += v % 7;
                     }
                 }
                 prop_assert_eq!(map.len(), model.len());
             }
             for (k, v) in &model {
-                prop_assert_eq!(map.get(k), Some(v));
-                prop_assert!(map.contains_key(k));
+                prop_assert_eq!(map.get(poor(k), k), Some(v));
+                prop_assert!(map.contains_key(poor(k), k));
+            }
+            for h in 0..4u64 {
+                let found = map.get_by_hash(h).map(|(k, v)| (k.clone(), *v));
+                match found {
+                    Some((k, v)) => {
+                        prop_assert_eq!(poor(&k), h);
+                        prop_assert_eq!(model.get(&k), Some(&v));
+                    }
+                    None => prop_assert!(model.keys().all(|k| poor(k) != h)),
+                }
             }
             let mut all: Vec<_> = map.iter().map(|(k, v)| (k.clone(), *v)).collect();
             all.sort();

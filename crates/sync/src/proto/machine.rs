@@ -741,7 +741,7 @@ impl SyncMachine {
                     let entries: Vec<(u64, u64)> = self
                         .store
                         .leaf_keys(leaf)
-                        .map(|(h, k)| (h, self.store.key(k).map_or(0, |s| s.digest())))
+                        .map(|(h, _, st)| (h, st.digest()))
                         .collect();
                     pb::BucketKeys {
                         bucket: leaf as u32,
@@ -769,9 +769,9 @@ impl SyncMachine {
                 .zip(bk.states.iter().copied())
                 .collect();
             let mut mine: HashSet<u64> = HashSet::new();
-            for (h, k) in self.store.leaf_keys(bk.bucket as usize) {
+            for (h, k, st) in self.store.leaf_keys(bk.bucket as usize) {
                 mine.insert(h);
-                let my_state = self.store.key(k).map_or(0, |s| s.digest());
+                let my_state = st.digest();
                 match theirs.get(&h) {
                     Some(&s) if s == my_state => {}
                     Some(_) => {

@@ -31,6 +31,8 @@
 //!   a node that lacks them adopts.
 
 use std::collections::{BTreeMap, HashSet};
+
+use super::hash_index::HashIndex;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -162,13 +164,6 @@ pub fn node_of(key_hash: u64, level: u32) -> usize {
     (key_hash >> (64 - 4 * level)) as usize
 }
 
-/// The range of key hashes under leaf `leaf`.
-fn leaf_range(leaf: usize) -> std::ops::RangeInclusive<u64> {
-    let shift = 64 - 4 * LEVELS;
-    let start = (leaf as u64) << shift;
-    start..=(start | ((1u64 << shift) - 1))
-}
-
 fn order(s: &Stored) -> ((u64, PeerId, u64), &[u8; 32]) {
     (s.record.sort_key(), s.leaf())
 }
@@ -180,9 +175,10 @@ pub struct Store {
     keys: KeyMap<KeyState>,
     /// `tree[l - 1][i]`: node `i` of level `l`.
     tree: Vec<Vec<u64>>,
-    /// Every key by its hash (a 64-bit collision would hide one key from repair, at odds of
-    /// about n² / 2⁶⁵).
-    by_hash: BTreeMap<u64, Bytes>,
+    /// Every key's hash, by place in the tree, for repair to list a leaf's keys (found then by
+    /// hash in `keys`: a 64-bit collision would hide one key from repair, at odds of about
+    /// n² / 2⁶⁵).
+    index: HashIndex,
     live: usize,
     records: usize,
     /// The latest cutoff pruned to: records issued before it are refused for any key.
@@ -203,7 +199,7 @@ impl Store {
             leasing,
             keys: KeyMap::default(),
             tree: (1..=LEVELS).map(|l| vec![0; 1 << (4 * l)]).collect(),
-            by_hash: BTreeMap::new(),
+            index: HashIndex::default(),
             live: 0,
             records: 0,
             cutoff: 0,
@@ -254,15 +250,12 @@ impl Store {
 
     /// The state of one key.
     pub fn key(&self, key: &[u8]) -> Option<&KeyState> {
-        self.keys.get(key)
+        self.keys.get(key_hash(key), key)
     }
 
     /// The record shown for `key`.
     pub fn get(&self, key: &[u8]) -> Option<&Record> {
-        self.keys
-            .get(key)
-            .and_then(KeyState::visible)
-            .map(|s| &s.record)
+        self.key(key).and_then(KeyState::visible).map(|s| &s.record)
     }
 
     /// Every key with a value and its record, in no particular order.
@@ -286,14 +279,17 @@ impl Store {
             .unwrap_or(&[])
     }
 
-    /// The keys under leaf `leaf`, with their hashes.
-    pub fn leaf_keys(&self, leaf: usize) -> impl Iterator<Item = (u64, &Bytes)> {
-        self.by_hash.range(leaf_range(leaf)).map(|(h, k)| (*h, k))
+    /// The keys under leaf `leaf` in the order of their hashes, with their hashes and states.
+    pub fn leaf_keys(&self, leaf: usize) -> impl Iterator<Item = (u64, &Bytes, &KeyState)> {
+        self.index
+            .leaf(leaf)
+            .into_iter()
+            .filter_map(|h| self.keys.get_by_hash(h).map(|(k, st)| (h, k, st)))
     }
 
     /// The key with this hash, if any.
     pub fn key_by_hash(&self, hash: u64) -> Option<&Bytes> {
-        self.by_hash.get(&hash)
+        self.keys.get_by_hash(hash).map(|(k, _)| k)
     }
 
     fn toggle(tree: &mut [Vec<u64>], key_hash: u64, record_hash: u64) {
@@ -304,7 +300,7 @@ impl Store {
 
     /// The latest `issued_at` among the records kept for `key` (checkpoint included).
     pub fn latest_issued(&self, key: &[u8]) -> Option<u64> {
-        let st = self.keys.get(key)?;
+        let st = self.key(key)?;
         let last = st.records.last().map(|r| r.record.issued_at);
         let base = st.base.as_ref().map(|b| b.record.issued_at);
         last.max(base)
@@ -354,7 +350,8 @@ impl Store {
         base: Option<Arc<Stored>>,
         mut records: Vec<Arc<Stored>>,
     ) {
-        if self.keys.contains_key(&key) {
+        let kh = key_hash(&key);
+        if self.keys.contains_key(kh, &key) {
             return;
         }
         records.sort_by(|a, b| order(a).cmp(&order(b)));
@@ -370,7 +367,6 @@ impl Store {
         if base.is_none() && records.is_empty() {
             return;
         }
-        let kh = key_hash(&key);
         let mut state = KeyState {
             cutoff,
             base,
@@ -394,8 +390,8 @@ impl Store {
         }
         self.records += hashes.len();
         self.live += usize::from(state.visible().is_some());
-        self.by_hash.insert(kh, key.clone());
-        self.keys.insert(key, state);
+        self.index.insert(kh);
+        self.keys.insert(kh, key, state);
     }
 
     /// Sets the store-wide cutoff as a data directory kept it.
@@ -405,27 +401,28 @@ impl Store {
 
     /// The state of `key` (whose [`key_hash`] is `kh`), created empty if it has none.
     fn state_mut(&mut self, key: &Bytes, kh: u64) -> &mut KeyState {
-        let (by_hash, cutoff) = (&mut self.by_hash, self.cutoff);
-        self.keys.get_or_insert_with(key, || {
-            by_hash.insert(kh, key.clone());
-            KeyState {
-                cutoff,
-                ..KeyState::default()
-            }
-        })
+        let cutoff = self.cutoff;
+        let (state, made) = self.keys.get_or_insert_with(kh, key, || KeyState {
+            cutoff,
+            ..KeyState::default()
+        });
+        if made {
+            self.index.insert(kh);
+        }
+        state
     }
 
     /// Adds a verified record and says what changed.
     pub fn insert(&mut self, s: Arc<Stored>) -> Change {
         let key = s.record.key.clone();
+        let kh = key_hash(&key);
         let floor = self
             .keys
-            .get(&key)
+            .get(kh, &key)
             .map_or(self.cutoff, |st| st.cutoff.max(self.cutoff));
         if self.leasing && s.record.issued_at < floor {
             return Change::Stale;
         }
-        let kh = key_hash(&key);
         let leasing = self.leasing;
         let state = self.state_mut(&key, kh);
         let before = state.visible().map(|v| v.record.clone());
@@ -533,14 +530,11 @@ impl Store {
         let later = self.due.split_off(&((cutoff - 1) / PRUNE_GRID + 1));
         let due = std::mem::replace(&mut self.due, later);
         for kh in due.into_values().flatten() {
-            let Some(key) = self.by_hash.get(&kh).cloned() else {
+            let Some((key, st)) = self.keys.get_by_hash(kh) else {
                 continue; // forgotten since
             };
-            let oldest = self
-                .keys
-                .get(&key)
-                .and_then(|st| st.records.first())
-                .map(|r| r.record.issued_at);
+            let key = key.clone();
+            let oldest = st.records.first().map(|r| r.record.issued_at);
             match oldest {
                 Some(t) if t < cutoff => self.prune_key(&key, cutoff),
                 // Noted in the last slot but not older than the cutoff: keep it noted.
@@ -553,7 +547,7 @@ impl Store {
     /// Advances one key's checkpoint to `cutoff`.
     fn prune_key(&mut self, key: &Bytes, cutoff: u64) {
         let kh = key_hash(key);
-        let Some(state) = self.keys.get_mut(key) else {
+        let Some(state) = self.keys.get_mut(kh, key) else {
             return;
         };
         if cutoff <= state.cutoff {
@@ -607,8 +601,8 @@ impl Store {
         }
         self.mark(key);
         if forget {
-            self.keys.remove(key);
-            self.by_hash.remove(&kh);
+            self.keys.remove(kh, key);
+            self.index.remove(kh);
         }
     }
 
@@ -629,7 +623,7 @@ impl Store {
         }
         let kh = key_hash(key);
         let before = self.get(key).cloned();
-        let known = self.keys.contains_key(key);
+        let known = self.keys.contains_key(kh, key);
         if known {
             self.prune_key(key, cutoff);
         }
@@ -649,8 +643,8 @@ impl Store {
         if !replace {
             let forget = state.base.is_none() && state.records.is_empty();
             if forget {
-                self.keys.remove(key);
-                self.by_hash.remove(&kh);
+                self.keys.remove(kh, key);
+                self.index.remove(kh);
             }
             if !known || forget {
                 self.mark(key);

@@ -156,6 +156,25 @@ fn inject_live(w: &mut World, batch: rs2p_base::wire::pb::RecordBatch) {
     w.sim.run_until_idle();
 }
 
+/// Sends a sync message from node 0 (which plays a hostile peer) to node 1, point to point.
+fn inject_direct(w: &mut World, kind: rs2p_base::wire::pb::sync_message::Kind) {
+    use prost::Message;
+    use rs2p_base::wire::pb;
+    let payload = Bytes::from(pb::SyncMessage { kind: Some(kind) }.encode_to_vec());
+    let frame = rs2p_base::wire::encode(&pb::MeshFrame {
+        kind: Some(pb::mesh_frame::Kind::Direct(pb::Direct {
+            protocol: PROTOCOL.into(),
+            payload,
+        })),
+    });
+    let now = w.sim.node_now(1);
+    w.sim
+        .node_mut(1)
+        .handle_frame(rs2p_mesh::proto::ConnId(2), frame, now);
+    w.sim.flush();
+    w.sim.run_until_idle();
+}
+
 #[test]
 fn hostile_records_are_refused_counted_not_stored_and_not_relayed() {
     use rs2p_sync::proto::record::{seal, Record};
@@ -222,6 +241,22 @@ fn hostile_records_are_refused_counted_not_stored_and_not_relayed() {
         Some(3),
         "each refusal counts against the peer that sent it"
     );
+
+    // A transfer whose store-wide cutoff lies in the future: pruning to it would refuse every
+    // write made until then. Refused and counted; the store keeps its cutoff.
+    let cutoff_before = w.machines[1].lock().store().cutoff();
+    inject_direct(
+        &mut w,
+        rs2p_base::wire::pb::sync_message::Kind::Transfer(rs2p_base::wire::pb::SyncTransfer {
+            batches: vec![],
+            checkpoints: vec![],
+            cutoff_ms: now + 3_600_000,
+        }),
+    );
+    let m1 = w.machines[1].lock();
+    assert_eq!(m1.store().cutoff(), cutoff_before);
+    assert_eq!(m1.stats().refused.get("BadCheckpoint"), Some(&1));
+    drop(m1);
 
     // A write into someone else's live lease: node 2 holds "k"; the attacker writes it later.
     assert!(w.write(2, "k", Some("node 2's")));
@@ -392,4 +427,47 @@ fn a_transfer_waits_while_the_peer_has_a_backlog_and_resumes_when_it_drains() {
     w.sim.set_backlog(0, 1, 0);
     w.sim.advance(3_000);
     assert_eq!(w.dictionary(1), w.dictionary(0), "the transfer completed");
+}
+
+/// A transfer names the sender's store-wide cutoff once instead of sending an empty checkpoint
+/// for every key that nothing held at that cutoff (at a million keys, a million checkpoints to
+/// encode, send and merge): a newcomer prunes to it as soon as it arrives, and receives a
+/// checkpoint of its own only for a key that some record held at the cutoff.
+#[test]
+fn a_transfer_names_the_store_cutoff_once_and_sends_checkpoints_only_for_held_keys() {
+    let mut w = World::with_grace(5, 3, true, std::time::Duration::from_secs(30));
+    // Node 2 is node 0's peer (a node prunes on its repair tick, which runs once it has had
+    // one); node 1 comes later.
+    w.sim.link(0, 2, Faults::NONE);
+    // Written long enough ago to be final: folded into checkpoints that hold them.
+    for i in 0..20 {
+        assert!(w.write(0, &format!("old-{i}"), Some("v")));
+    }
+    w.sim.advance(300_000);
+    // Written since the last cutoff: records, and nothing held these keys at the cutoff.
+    for i in 0..30 {
+        assert!(w.write(0, &format!("new-{i}"), Some("v")));
+    }
+    let cutoff = w.machines[0].lock().store().cutoff();
+    assert!(cutoff > 0, "node 0 has pruned");
+    // Node 1 is empty and connects before its own first prune.
+    assert_eq!(w.machines[1].lock().store().cutoff(), 0);
+    w.sim.link(0, 1, Faults::NONE);
+    w.sim.run_until_idle();
+    assert_eq!(
+        w.dictionary(1),
+        w.dictionary(0),
+        "the newcomer holds everything"
+    );
+    let m1 = w.machines[1].lock();
+    assert_eq!(
+        m1.store().cutoff(),
+        cutoff,
+        "the newcomer pruned to the sender's cutoff"
+    );
+    assert_eq!(
+        m1.stats().records_known,
+        0,
+        "no empty checkpoint (merged as already known) for the 30 new keys"
+    );
 }

@@ -170,9 +170,14 @@ impl<V> KeyMap<V> {
 
     /// Every entry, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &V)> {
+        self.iter_hashed().map(|(_, k, v)| (k, v))
+    }
+
+    /// Every entry with its hash, in no particular order.
+    pub fn iter_hashed(&self) -> impl Iterator<Item = (u64, &Bytes, &V)> {
         self.shards
             .iter()
-            .flat_map(|t| t.iter().map(|s| (&s.key, &s.value)))
+            .flat_map(|t| t.iter().map(|s| (s.hash, &s.key, &s.value)))
     }
 }
 

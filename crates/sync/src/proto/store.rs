@@ -253,6 +253,17 @@ impl Store {
         self.keys.get(key_hash(key), key)
     }
 
+    /// The state of `key`, whose [`key_hash`] the caller has at hand.
+    pub fn key_hashed(&self, hash: u64, key: &[u8]) -> Option<&KeyState> {
+        debug_assert_eq!(hash, key_hash(key));
+        self.keys.get(hash, key)
+    }
+
+    /// A key whose [`key_hash`] is `hash`, with its state.
+    pub fn state_by_hash(&self, hash: u64) -> Option<(&Bytes, &KeyState)> {
+        self.keys.get_by_hash(hash)
+    }
+
     /// The record shown for `key`.
     pub fn get(&self, key: &[u8]) -> Option<&Record> {
         self.key(key).and_then(KeyState::visible).map(|s| &s.record)
@@ -268,6 +279,11 @@ impl Store {
     /// Every key state, in no particular order.
     pub fn states(&self) -> impl Iterator<Item = (&Bytes, &KeyState)> {
         self.keys.iter()
+    }
+
+    /// Every key state with its key's [`key_hash`], in no particular order.
+    pub fn states_hashed(&self) -> impl Iterator<Item = (u64, &Bytes, &KeyState)> {
+        self.keys.iter_hashed()
     }
 
     /// The 16 children (at `level`, 1..=LEVELS) of node `parent` of the level above.

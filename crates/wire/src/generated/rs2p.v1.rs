@@ -101,14 +101,20 @@ pub struct Checkpoint {
     #[prost(message, optional, tag = "3")]
     pub holder: ::core::option::Option<RecordBatch>,
 }
-/// Records sent point to point by join and repair (not relayed). The receiver applies the
-/// checkpoints first, then the records.
+/// Records sent point to point by join and repair (not relayed). The receiver prunes to
+/// `cutoff_ms`, then applies the checkpoints, then the records.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct SyncTransfer {
     #[prost(message, repeated, tag = "1")]
     pub batches: ::prost::alloc::vec::Vec<RecordBatch>,
     #[prost(message, repeated, tag = "2")]
     pub checkpoints: ::prost::alloc::vec::Vec<Checkpoint>,
+    /// The sender's store-wide cutoff (0: none, or an older sender). Every key sent without a
+    /// checkpoint of its own has the checkpoint (cutoff_ms, empty): nothing held it then. Sent once
+    /// here instead of once per key; the receiver prunes its own store to it (records issued before
+    /// it are then refused for every key).
+    #[prost(uint64, tag = "3")]
+    pub cutoff_ms: u64,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct SyncMessage {

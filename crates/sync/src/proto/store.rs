@@ -38,6 +38,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use rs2p_base::hash256;
 use rs2p_base::PeerId;
+use smallvec::SmallVec;
 
 use super::key_map::KeyMap;
 use super::record::{short, Record, Stored};
@@ -62,8 +63,13 @@ enum Holder {
     #[default]
     Empty,
     Base,
-    At(usize),
+    /// An index into the records (32 bits, so that a key's state takes 56 bytes, not 64).
+    At(u32),
 }
+
+/// A key's records: almost always one (without leasing, always at most one), kept inline
+/// instead of in an allocation of its own.
+type Records = SmallVec<[Arc<Stored>; 1]>;
 
 /// The records of one key and which of them is shown.
 #[derive(Debug, Default)]
@@ -73,11 +79,14 @@ pub struct KeyState {
     /// The checkpoint: the record holding the key at `cutoff`, if any.
     base: Option<Arc<Stored>>,
     /// Records issued at or after `cutoff`, sorted by sort key then leaf hash, no duplicates.
-    records: Vec<Arc<Stored>>,
+    records: Records,
     holder: Holder,
     /// XOR of the short hashes of `base` and `records`.
     digest: u64,
 }
+
+// A million keys hold a million of these in the key map: keep it at 56 bytes.
+const _: () = assert!(std::mem::size_of::<KeyState>() <= 56);
 
 impl KeyState {
     /// The record shown, if the key has a value.
@@ -85,7 +94,7 @@ impl KeyState {
         match self.holder {
             Holder::Empty => None,
             Holder::Base => self.base.as_ref(),
-            Holder::At(i) => self.records.get(i),
+            Holder::At(i) => self.records.get(i as usize),
         }
     }
 
@@ -114,7 +123,7 @@ impl KeyState {
         ) {
             Folded::Empty => Holder::Empty,
             Folded::Initial => Holder::Base,
-            Folded::At(i) => Holder::At(i),
+            Folded::At(i) => Holder::At(i as u32),
         }
     }
 
@@ -386,7 +395,7 @@ impl Store {
         let mut state = KeyState {
             cutoff,
             base,
-            records,
+            records: Records::from_vec(records),
             ..KeyState::default()
         };
         let hashes: Vec<u64> = state
@@ -477,7 +486,7 @@ impl Store {
                 state.holder = if s.record.tombstone {
                     Holder::Empty
                 } else {
-                    Holder::At(pos)
+                    Holder::At(pos as u32)
                 };
             }
             state.records.push(s);
@@ -787,7 +796,7 @@ mod tests {
                 s.insert(r.clone());
                 for (_, st) in s.states() {
                     let full = resolve::fold(st.records().iter().map(|r| &r.record), true);
-                    let expected = match full { Some(i) => Holder::At(i), None => Holder::Empty };
+                    let expected = match full { Some(i) => Holder::At(i as u32), None => Holder::Empty };
                     prop_assert_eq!(st.holder, expected);
                 }
             }

@@ -33,7 +33,7 @@ use rs2p_base::{Keypair, PeerId};
 use rs2p_mesh::{Context, Handler, InboundMessage, Verdict};
 
 use super::record::{self, Limits, Record, Stored};
-use super::store::{Change, KeyState, Store, FANOUT, LEAVES, LEVELS};
+use super::store::{key_hashes, Change, KeyState, Store, FANOUT, LEAVES, LEVELS};
 use crate::config::ms;
 use crate::{DelError, RecordError, SetError, SyncConfig};
 
@@ -282,7 +282,13 @@ impl SyncMachine {
     }
 
     /// Checks one write against the limits and, by local knowledge, the leases.
-    fn check_write(&self, key: &[u8], value: Option<&Bytes>, now: u64) -> Result<(), SetError> {
+    fn check_write(
+        &self,
+        kh: u64,
+        key: &[u8],
+        value: Option<&Bytes>,
+        now: u64,
+    ) -> Result<(), SetError> {
         self.check_key(key)?;
         if let Some(v) = value {
             if v.len() > self.cfg.max_value_len {
@@ -292,7 +298,10 @@ impl SyncMachine {
                 });
             }
         }
-        match self.store.lease_against(key, self.keypair.peer_id(), now) {
+        match self
+            .store
+            .lease_against_hashed(kh, key, self.keypair.peer_id(), now)
+        {
             Some((owner, until)) => Err(SetError::LeaseHeld { owner, until }),
             None => Ok(()),
         }
@@ -307,10 +316,11 @@ impl SyncMachine {
         writes: Vec<(Bytes, Option<Bytes>)>,
     ) -> Result<(), SetError> {
         let now = cx.now();
-        for (k, v) in &writes {
-            self.check_write(k, v.as_ref(), now)?;
+        let hashes = key_hashes(&writes.iter().map(|(k, _)| &k[..]).collect::<Vec<_>>());
+        for ((k, v), &kh) in writes.iter().zip(&hashes) {
+            self.check_write(kh, k, v.as_ref(), now)?;
         }
-        self.commit(cx, writes);
+        self.commit(cx, writes, &hashes);
         Ok(())
     }
 
@@ -323,24 +333,34 @@ impl SyncMachine {
         writes: Vec<(Bytes, Option<Bytes>)>,
     ) -> Vec<Result<(), SetError>> {
         let now = cx.now();
+        let hashes = key_hashes(&writes.iter().map(|(k, _)| &k[..]).collect::<Vec<_>>());
         let mut accepted = Vec::with_capacity(writes.len());
+        let mut accepted_hashes = Vec::with_capacity(writes.len());
         let results = writes
             .into_iter()
-            .map(|(k, v)| {
-                let r = self.check_write(&k, v.as_ref(), now);
+            .zip(hashes)
+            .map(|((k, v), kh)| {
+                let r = self.check_write(kh, &k, v.as_ref(), now);
                 if r.is_ok() {
                     accepted.push((k, v));
+                    accepted_hashes.push(kh);
                 }
                 r
             })
             .collect();
-        self.commit(cx, accepted);
+        self.commit(cx, accepted, &accepted_hashes);
         results
     }
 
     /// Stamps checked writes, seals them (one batch per [`LIVE_BATCH_BYTES`] of records), applies
     /// them and floods each batch.
-    fn commit(&mut self, cx: &mut Context<'_>, writes: Vec<(Bytes, Option<Bytes>)>) {
+    /// `hashes` are the writes' keys' hashes, in the same order.
+    fn commit(
+        &mut self,
+        cx: &mut Context<'_>,
+        writes: Vec<(Bytes, Option<Bytes>)>,
+        hashes: &[u64],
+    ) {
         if writes.is_empty() {
             return;
         }
@@ -350,7 +370,8 @@ impl SyncMachine {
         // write made after seeing a delete is never ordered before it.
         let seen = writes
             .iter()
-            .filter_map(|(k, _)| self.store.latest_issued(k))
+            .zip(hashes)
+            .filter_map(|((k, _), &kh)| self.store.latest_issued_hashed(kh, k))
             .max();
         let issued_at = cx
             .now()
@@ -394,8 +415,9 @@ impl SyncMachine {
         } else {
             record::seal_unsigned(self.keypair.peer_id(), records)
         };
-        for s in stored {
-            self.merge(s);
+        let hashes = key_hashes(&stored.iter().map(|s| &s.record.key[..]).collect::<Vec<_>>());
+        for (s, kh) in stored.into_iter().zip(hashes) {
+            self.merge(kh, s);
         }
         // Flooded by its owner, the batch leaves its owner out: the flood's origin says it (and
         // the signature, checked against that id, proves it).
@@ -454,9 +476,10 @@ impl SyncMachine {
         Ok((k, v))
     }
 
-    fn merge(&mut self, s: Arc<Stored>) -> bool {
+    /// Stores a record whose key's hash is `kh` and notes what changed.
+    fn merge(&mut self, kh: u64, s: Arc<Stored>) -> bool {
         let key = s.record.key.clone();
-        let change = self.store.insert(s);
+        let change = self.store.insert_hashed(kh, s);
         self.note(key, change)
     }
 
@@ -517,7 +540,8 @@ impl SyncMachine {
         };
         let me = self.keypair.peer_id();
         let mut new = 0;
-        for s in stored {
+        let hashes = key_hashes(&stored.iter().map(|s| &s.record.key[..]).collect::<Vec<_>>());
+        for (s, kh) in stored.into_iter().zip(hashes) {
             if s.record.owner == me && s.record.issued_at > self.last_issued {
                 // Our own records from before a restart: never issue below them again.
                 self.last_issued = s.record.issued_at;
@@ -526,12 +550,12 @@ impl SyncMachine {
             // A write that arrives after another owner's live lease on the key: kept (history can
             // still reorder, see the store's docs) but it does not show.
             let conflict = self.cfg.leasing
-                && self.store.get(&s.record.key).is_some_and(|h| {
+                && self.store.get_hashed(kh, &s.record.key).is_some_and(|h| {
                     h.owner != s.record.owner
                         && h.sort_key() < s.record.sort_key()
                         && s.record.issued_at < h.lease_until
                 });
-            if self.merge(s) {
+            if self.merge(kh, s) {
                 self.stats.records_received += 1;
                 if conflict {
                     self.stats.lease_conflicts += 1;

@@ -471,3 +471,65 @@ fn a_transfer_names_the_store_cutoff_once_and_sends_checkpoints_only_for_held_ke
         "no empty checkpoint (merged as already known) for the 30 new keys"
     );
 }
+
+/// A transfer never builds a chunk larger than a frame, however its records spread over
+/// batches. A record sent without the rest of its batch carries every leaf hash of that batch:
+/// chunks counted by their records alone grew past the frame limit (and were not sent at all,
+/// so the keys in them never arrived, repair building the same chunks again) when they held
+/// records of several large batches.
+#[test]
+fn a_transfer_fits_its_chunks_to_the_frames_when_records_come_from_large_batches() {
+    let mut w = World::with_frames(13, 2, true, 64 * 1024);
+    // Five batches of 1000 small records: about 30 KB of records and 34 KB of leaf hashes each.
+    for b in 0..5 {
+        let items = (0..1000)
+            .map(|i| {
+                (
+                    Bytes::from(format!("k-{b}-{i:04}")),
+                    Some(Bytes::from_static(b"v")),
+                )
+            })
+            .collect();
+        assert!(w.write_each(0, items).iter().all(Result::is_ok));
+    }
+    w.sim.link(0, 1, Faults::NONE);
+    w.sim.run_until_idle();
+    w.sim.advance(10_000);
+    w.sim.run_until_idle();
+    assert_eq!(w.dictionary(1).len(), 5000);
+    assert_eq!(
+        w.dictionary(1),
+        w.dictionary(0),
+        "the newcomer holds everything"
+    );
+}
+
+/// A key whose records alone outgrow a frame (a hot key, leased: every write of the last
+/// horizon is kept) reaches a newcomer over several chunks, in order.
+#[test]
+fn a_key_whose_records_outgrow_a_frame_is_transferred_over_several_chunks() {
+    let mut w = World::with_frames(17, 2, true, 64 * 1024);
+    let value = "x".repeat(100);
+    for _ in 0..1000 {
+        assert!(w.write(0, "hot", Some(&value)));
+    }
+    let records = w.machines[0]
+        .lock()
+        .store()
+        .key(b"hot")
+        .map_or(0, |st| st.records().len());
+    assert_eq!(records, 1000, "leasing keeps every record of the horizon");
+    w.sim.link(0, 1, Faults::NONE);
+    w.sim.run_until_idle();
+    w.sim.advance(10_000);
+    w.sim.run_until_idle();
+    let digest = |i: usize| {
+        w.machines[i]
+            .lock()
+            .store()
+            .key(b"hot")
+            .map(|st| (st.records().len(), st.digest()))
+    };
+    assert_eq!(digest(1), digest(0), "every record of the key arrived");
+    assert_eq!(w.dictionary(1), w.dictionary(0));
+}

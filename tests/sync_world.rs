@@ -58,16 +58,48 @@ impl World {
 
     /// [`World::new`] with a finality grace.
     pub fn with_grace(seed: u64, n: usize, leasing: bool, grace: std::time::Duration) -> World {
+        Self::build(seed, n, leasing, grace, None)
+    }
+
+    /// [`World::new`] on a mesh whose frames hold at most `max_frame_len` bytes (the sync
+    /// machines fitted to it, as a socket's bind fits them).
+    pub fn with_frames(seed: u64, n: usize, leasing: bool, max_frame_len: usize) -> World {
+        let grace = std::time::Duration::from_secs(600);
+        Self::build(seed, n, leasing, grace, Some(max_frame_len))
+    }
+
+    fn build(
+        seed: u64,
+        n: usize,
+        leasing: bool,
+        grace: std::time::Duration,
+        max_frame_len: Option<usize>,
+    ) -> World {
         let mut cfg = SyncConfig::default();
         cfg.leasing = leasing;
         cfg.finality_grace = grace;
         cfg.lease = std::time::Duration::from_secs(20); // short, so leases expire within a run
         cfg.repair_interval = std::time::Duration::from_secs(2);
-        let mut sim = Sim::new(seed, n);
+        if let Some(max) = max_frame_len {
+            // Values a quarter of a frame at most, so that any write fits one.
+            cfg.max_value_len = max / 4;
+        }
+        let mut sim = match max_frame_len {
+            Some(max) => {
+                let mut mesh = rs2p_mesh::MeshConfig::default();
+                mesh.max_frame_len = max;
+                Sim::with_config(seed, n, mesh)
+            }
+            None => Sim::new(seed, n),
+        };
         let network = *rs2p_base::Network::named("sim").id();
         let mut machines = Vec::new();
         for i in 0..n {
-            let m = Shared::new(SyncMachine::new(cfg.clone(), sim.keypair(i), network));
+            let mut machine = SyncMachine::new(cfg.clone(), sim.keypair(i), network);
+            if let Some(max) = max_frame_len {
+                machine.fit_frames(max).expect("the frames hold a write");
+            }
+            let m = Shared::new(machine);
             let now = sim.node_now(i);
             sim.node_mut(i)
                 .register(Box::new(m.clone()), now)

@@ -32,6 +32,7 @@ use rs2p_base::wire::pb::{self, sync_message::Kind};
 use rs2p_base::{Keypair, PeerId};
 use rs2p_mesh::{Context, Handler, InboundMessage, Verdict};
 
+use super::chunk::Chunk;
 use super::record::{self, Limits, Record, Stored};
 use super::store::{key_hashes, Change, KeyState, Store, FANOUT, LEAVES, LEVELS};
 use crate::config::ms;
@@ -165,6 +166,9 @@ pub struct SyncMachine {
     whole: Option<(PeerId, u64)>,
     /// The most bytes of records per live batch ([`LIVE_BATCH_BYTES`], or less for small frames).
     batch_bytes: usize,
+    /// The most bytes of a sync message in one frame: the mesh's frame limit less
+    /// [`FRAME_MARGIN`].
+    frame_room: usize,
 }
 
 impl SyncMachine {
@@ -196,13 +200,15 @@ impl SyncMachine {
             asked_whole: HashSet::new(),
             whole: None,
             batch_bytes: LIVE_BATCH_BYTES,
+            frame_room: rs2p_base::wire::DEFAULT_MAX_FRAME_LEN - FRAME_MARGIN,
         }
     }
 
-    /// Fits live batches to a mesh whose frames hold at most `max_frame_len` bytes (see
-    /// [`live_batch_bytes`]).
+    /// Fits live batches (see [`live_batch_bytes`]) and transfer chunks to a mesh whose frames
+    /// hold at most `max_frame_len` bytes.
     pub fn fit_frames(&mut self, max_frame_len: usize) -> Result<(), String> {
         self.batch_bytes = live_batch_bytes(&self.cfg, max_frame_len)?;
+        self.frame_room = max_frame_len.saturating_sub(FRAME_MARGIN);
         Ok(())
     }
 
@@ -611,12 +617,15 @@ impl SyncMachine {
     }
 
     /// Sends up to [`CHUNKS_PER_TICK`] chunks to each peer with queued keys; re-arms while any
-    /// remain. A key's checkpoint and records always travel in the same chunk.
+    /// remain. A chunk holds about [`SyncConfig::transfer_chunk`] bytes of records, and never
+    /// more than a frame holds (a key's checkpoint and records travel together unless they
+    /// alone outgrow a frame; then they go in order over several chunks).
     fn send_queued(&mut self, cx: &mut Context<'_>) {
         let peers: Vec<PeerId> = self.outbox.keys().copied().collect();
         // Sent once per chunk: a key whose checkpoint is just this (nothing held it then) goes
         // without one of its own. Zero unless leasing.
         let store_cutoff = self.store.cutoff();
+        let room = self.frame_room;
         let mut held = false;
         for peer in peers {
             for _ in 0..CHUNKS_PER_TICK {
@@ -631,10 +640,9 @@ impl SyncMachine {
                     self.outbox.remove(&peer);
                     break;
                 }
-                let mut records: Vec<Arc<Stored>> = Vec::new();
-                let mut checkpoints: Vec<pb::Checkpoint> = Vec::new();
-                let mut size = 0;
-                while size < self.cfg.transfer_chunk {
+                let mut chunk = Chunk::default();
+                let mut full = Vec::new();
+                while chunk.record_bytes() < self.cfg.transfer_chunk {
                     let Some((kh, k)) = queue.pop_front() else {
                         break;
                     };
@@ -642,38 +650,41 @@ impl SyncMachine {
                         continue;
                     };
                     let (cutoff, base) = self.store.checkpoint(st);
-                    if cutoff > 0 && (base.is_some() || cutoff > store_cutoff) {
-                        let holder = base.map(|b| {
-                            size += b.raw.len() + 40;
-                            record::regroup([b]).remove(0)
-                        });
-                        checkpoints.push(pb::Checkpoint {
-                            key: k.clone(),
-                            cutoff_ms: cutoff,
-                            holder,
-                        });
+                    let checkpoint = cutoff > 0 && (base.is_some() || cutoff > store_cutoff);
+                    let mut cost = if checkpoint {
+                        Chunk::checkpoint_cost(&k, base.map(|b| &**b))
+                    } else {
+                        0
+                    };
+                    cost += st
+                        .records()
+                        .iter()
+                        .map(|r| chunk.record_cost(r))
+                        .sum::<usize>();
+                    if !chunk.is_empty() && chunk.frame_bytes() + cost > room {
+                        // The key goes first in the next chunk.
+                        queue.push_front((kh, k));
+                        break;
+                    }
+                    if checkpoint {
+                        chunk.push_checkpoint(k.clone(), cutoff, base);
                     }
                     for r in st.records() {
-                        size += r.raw.len() + 40;
-                        records.push(r.clone());
+                        if !chunk.is_empty() && chunk.frame_bytes() + chunk.record_cost(r) > room {
+                            // This key alone outgrows a frame: the rest of it follows.
+                            full.push(chunk.take(store_cutoff));
+                        }
+                        chunk.push_record(r);
                     }
                 }
-                if records.is_empty() && checkpoints.is_empty() {
-                    continue;
+                if !chunk.is_empty() {
+                    full.push(chunk.take(store_cutoff));
                 }
-                self.stats.records_sent_repair += records.len() as u64;
-                self.stats.bytes_sent_repair +=
-                    records.iter().map(|r| r.raw.len() as u64).sum::<u64>();
-                let batches = record::regroup(records.iter());
-                Self::send(
-                    cx,
-                    peer,
-                    Kind::Transfer(pb::SyncTransfer {
-                        batches,
-                        checkpoints,
-                        cutoff_ms: store_cutoff,
-                    }),
-                );
+                for (transfer, count, bytes) in full {
+                    self.stats.records_sent_repair += count;
+                    self.stats.bytes_sent_repair += bytes;
+                    Self::send(cx, peer, Kind::Transfer(transfer));
+                }
             }
         }
         self.outbox.retain(|_, q| !q.is_empty());

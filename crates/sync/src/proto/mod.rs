@@ -1,5 +1,6 @@
 //! The sync socket without I/O: records, resolution, the store and the state machine.
 
+mod chunk;
 pub mod hash_index;
 pub mod key_map;
 pub mod machine;

@@ -322,7 +322,7 @@ impl SyncMachine {
         writes: Vec<(Bytes, Option<Bytes>)>,
     ) -> Result<(), SetError> {
         let now = cx.now();
-        let hashes = key_hashes(&writes.iter().map(|(k, _)| &k[..]).collect::<Vec<_>>());
+        let hashes = key_hashes(writes.iter().map(|(k, _)| &k[..]));
         for ((k, v), &kh) in writes.iter().zip(&hashes) {
             self.check_write(kh, k, v.as_ref(), now)?;
         }
@@ -339,7 +339,7 @@ impl SyncMachine {
         writes: Vec<(Bytes, Option<Bytes>)>,
     ) -> Vec<Result<(), SetError>> {
         let now = cx.now();
-        let hashes = key_hashes(&writes.iter().map(|(k, _)| &k[..]).collect::<Vec<_>>());
+        let hashes = key_hashes(writes.iter().map(|(k, _)| &k[..]));
         let mut accepted = Vec::with_capacity(writes.len());
         let mut accepted_hashes = Vec::with_capacity(writes.len());
         let results = writes
@@ -390,7 +390,10 @@ impl SyncMachine {
             0
         };
         self.stats.local_writes += writes.len() as u64;
+        let mut hashes = hashes;
         for slice in slices(writes, self.batch_bytes) {
+            let (slice_hashes, rest) = hashes.split_at(slice.len());
+            hashes = rest;
             let records = slice
                 .into_iter()
                 .map(|(key, value)| {
@@ -411,18 +414,18 @@ impl SyncMachine {
                     }
                 })
                 .collect();
-            self.seal_and_flood(cx, records);
+            self.seal_and_flood(cx, records, slice_hashes);
         }
     }
 
-    fn seal_and_flood(&mut self, cx: &mut Context<'_>, records: Vec<Record>) {
+    /// Seals, applies and floods `records`, whose keys' hashes are `hashes` (in order).
+    fn seal_and_flood(&mut self, cx: &mut Context<'_>, records: Vec<Record>, hashes: &[u64]) {
         let (stored, wire) = if self.cfg.signed {
             record::seal(&self.keypair, &self.network_id, records)
         } else {
             record::seal_unsigned(self.keypair.peer_id(), records)
         };
-        let hashes = key_hashes(&stored.iter().map(|s| &s.record.key[..]).collect::<Vec<_>>());
-        for (s, kh) in stored.into_iter().zip(hashes) {
+        for (s, &kh) in stored.into_iter().zip(hashes) {
             self.merge(kh, s);
         }
         // Flooded by its owner, the batch leaves its owner out: the flood's origin says it (and
@@ -546,7 +549,7 @@ impl SyncMachine {
         };
         let me = self.keypair.peer_id();
         let mut new = 0;
-        let hashes = key_hashes(&stored.iter().map(|s| &s.record.key[..]).collect::<Vec<_>>());
+        let hashes = key_hashes(stored.iter().map(|s| &s.record.key[..]));
         for (s, kh) in stored.into_iter().zip(hashes) {
             if s.record.owner == me && s.record.issued_at > self.last_issued {
                 // Our own records from before a restart: never issue below them again.

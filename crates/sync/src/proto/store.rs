@@ -31,8 +31,6 @@
 //!   a node that lacks them adopts.
 
 use std::collections::{BTreeMap, HashSet};
-
-use super::hash_index::HashIndex;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -40,6 +38,7 @@ use rs2p_base::hash256;
 use rs2p_base::PeerId;
 use smallvec::SmallVec;
 
+use super::hash_index::HashIndex;
 use super::key_map::KeyMap;
 use super::record::{short, Record, Stored};
 use super::resolve::{self, Folded};
@@ -172,8 +171,8 @@ pub fn key_hash(key: &[u8]) -> u64 {
 
 /// [`key_hash`] of each key, several at a time (about a third of the time per key, for a batch
 /// of records or of writes).
-pub fn key_hashes(keys: &[&[u8]]) -> Vec<u64> {
-    let parts: Vec<[&[u8]; 1]> = keys.iter().map(|k| [*k]).collect();
+pub fn key_hashes<'a>(keys: impl IntoIterator<Item = &'a [u8]>) -> Vec<u64> {
+    let parts: Vec<[&[u8]; 1]> = keys.into_iter().map(|k| [k]).collect();
     rs2p_base::hash256_many(KEY_DOMAIN, &parts)
         .iter()
         .map(short)
@@ -329,11 +328,6 @@ impl Store {
             .leaf(leaf)
             .into_iter()
             .filter_map(|h| self.keys.get_by_hash(h).map(|(k, st)| (h, k, st)))
-    }
-
-    /// The key with this hash, if any.
-    pub fn key_by_hash(&self, hash: u64) -> Option<&Bytes> {
-        self.keys.get_by_hash(hash).map(|(k, _)| k)
     }
 
     fn toggle(tree: &mut [Vec<u64>], key_hash: u64, record_hash: u64) {
@@ -756,7 +750,7 @@ mod tests {
         ) {
             let refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
             let want: Vec<u64> = refs.iter().map(|k| key_hash(k)).collect();
-            prop_assert_eq!(key_hashes(&refs), want);
+            prop_assert_eq!(key_hashes(refs.iter().copied()), want);
         }
     }
 

@@ -229,11 +229,13 @@ async fn sync_p2(n: usize, writes: usize, signed: bool) -> (Result, Result, Resu
             }
         }
     }
-    let (mut after, mut msgs_after) = (0u64, 0u64);
+    let (mut after, mut msgs_after, mut drops, mut repaired) = (0u64, 0u64, 0u64, 0u64);
     for s in &nodes {
         let st = s.mesh().stats().await.expect("stats");
         after += st.sent.bytes;
         msgs_after += st.received.messages;
+        drops += st.send_queue_drops;
+        repaired += s.stats().records_sent_repair;
     }
     let per_update = (after - before) as f64 / writes as f64 / (n - 1) as f64;
     let copies = |msgs: u64, writes: usize| msgs as f64 / writes as f64 / (n - 1) as f64;
@@ -248,7 +250,7 @@ async fn sync_p2(n: usize, writes: usize, signed: bool) -> (Result, Result, Resu
             scenario: format!("sync-P2 N={n}{}", mode(signed)),
             unit: "ms",
             samples,
-            note: "write until every node applied, each origin's writes after its first".into(),
+            note: format!("write until every node applied, each origin's writes after its first; {drops} frames dropped on full send queues, {repaired} records sent by repair"),
         },
         Result {
             scenario: format!("sync-P2 first writes N={n}{}", mode(signed)),

@@ -538,7 +538,7 @@ impl SyncMachine {
 
     /// Verifies and merges a batch; returns how many records were new and not in conflict with
     /// another owner's live lease (the ones worth relaying), or why it was refused.
-    fn receive_batch(&mut self, batch: pb::RecordBatch, now: u64) -> Result<usize, RecordError> {
+    fn receive_batch(&mut self, batch: pb::RecordBatch, now: u64) -> Result<Received, RecordError> {
         let limits = self.limits(now);
         let stored = match record::open_with(batch, &limits, &mut self.verified) {
             Ok(s) => s,
@@ -548,7 +548,7 @@ impl SyncMachine {
             }
         };
         let me = self.keypair.peer_id();
-        let mut new = 0;
+        let (mut new, mut conflicts) = (0, 0);
         let hashes = key_hashes(stored.iter().map(|s| &s.record.key[..]));
         for (s, kh) in stored.into_iter().zip(hashes) {
             if s.record.owner == me && s.record.issued_at > self.last_issued {
@@ -568,12 +568,13 @@ impl SyncMachine {
                 self.stats.records_received += 1;
                 if conflict {
                     self.stats.lease_conflicts += 1;
+                    conflicts += 1;
                 } else {
                     new += 1;
                 }
             }
         }
-        Ok(new)
+        Ok(Received { new, conflicts })
     }
 
     fn send(cx: &mut Context<'_>, peer: PeerId, kind: Kind) {
@@ -922,8 +923,11 @@ impl Handler for SyncMachine {
                 if batch.owner.is_empty() {
                     batch.owner = Bytes::copy_from_slice(msg.origin.as_bytes());
                 }
+                // Relayed even when every record was already here (repair may bring records
+                // before their flood): in a relay tree the nodes below may have no other way
+                // to get it. Only a batch whose sole news broke a live lease is not relayed.
                 match self.receive_batch(batch, now) {
-                    Ok(0) => Verdict::Ignore,
+                    Ok(Received { new: 0, conflicts }) if conflicts > 0 => Verdict::Ignore,
                     Ok(_) => Verdict::Accept,
                     Err(_) => Verdict::Reject,
                 }
@@ -998,6 +1002,13 @@ impl Handler for SyncMachine {
             self.arm_repair(cx);
         }
     }
+}
+
+/// What a received batch brought: records stored and shown (or displacing what was shown), and
+/// records stored after another owner's live lease on their key (kept, not shown).
+struct Received {
+    new: usize,
+    conflicts: usize,
 }
 
 /// The most bytes of records per live batch on a mesh whose frames hold at most `max_frame_len`

@@ -1084,7 +1084,7 @@ async fn main() {
             for n in env_list("RS2P_BENCH_SIZES", &[3, 16]) {
                 // Three runs (one in --quick); each run's rate is one sample, its probes all
                 // count.
-                let (secs, runs) = if quick { (2.0, 1) } else { (10.0, 3) };
+                let (secs, runs) = if quick { (1.0, 1) } else { (10.0, 3) };
                 let (secs, runs) = (
                     env_num("RS2P_BENCH_SECS", secs as usize) as f64,
                     env_num("RS2P_BENCH_REPEAT", runs),

@@ -554,10 +554,9 @@ fn sync_p7_fresh(keys: usize) -> Result {
             .parse::<f64>()
             .ok()
     });
-    let mut r = sync_p7_described(keys, vec![]);
     match figure {
         Some(f) => {
-            r.samples.push(f);
+            let mut r = sync_p7_described(keys, vec![f]);
             r.note = format!("measured in a process of its own; {}", r.note);
             r
         }

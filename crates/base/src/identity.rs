@@ -54,6 +54,10 @@ impl PeerId {
             return Some(k);
         }
         let key = self.verifying_key()?;
+        if key.is_weak() {
+            // A small-order point: with it, one signature verifies for every message.
+            return None;
+        }
         KEYS.with(|c| {
             let mut c = c.borrow_mut();
             if c.len() >= CAPACITY {
@@ -64,16 +68,21 @@ impl PeerId {
         Some(key)
     }
 
-    /// Checks `signature` over `message` with `verify_strict` (no malleable signatures, no weak
-    /// keys).
+    /// Checks `signature` over `message`: ed25519 with a canonical `s` (no one but the signer can
+    /// make another valid signature of a message), from a key that is not of small order
+    /// (checked once per key). `verify_strict`'s one further check, that the signature's `R`
+    /// is not of small order, only keeps the signer itself from making a second signature of
+    /// one message, which it can do anyway with another nonce; it costs a point decompression,
+    /// a fifth of a verification (31 against 38 µs on the bench machine).
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        use ed25519_dalek::Verifier;
         let Some(key) = self.cached_verifying_key() else {
             return false;
         };
         let Ok(sig) = ed25519_dalek::Signature::from_slice(signature) else {
             return false;
         };
-        key.verify_strict(message, &sig).is_ok()
+        key.verify(message, &sig).is_ok()
     }
 }
 
@@ -264,6 +273,28 @@ impl LocalIdentity {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_small_order_key_verifies_nothing() {
+        // The identity point as a public key: R = s·B then satisfies the verification equation
+        // for every message. Here s = 1 and R is the base point.
+        let mut weak = [0u8; 32];
+        weak[0] = 1;
+        let mut sig = [0u8; 64];
+        sig[0] = 0x58;
+        sig[1..32].fill(0x66);
+        sig[32] = 1;
+        let key = VerifyingKey::from_bytes(&weak).unwrap();
+        let unchecked = ed25519_dalek::Verifier::verify(
+            &key,
+            b"any message",
+            &ed25519_dalek::Signature::from_bytes(&sig),
+        );
+        assert!(unchecked.is_ok(), "the forgery holds without the key check");
+        let id = PeerId::from_slice(&weak).unwrap();
+        assert!(!id.verify(b"any message", &sig));
+        assert!(!id.verify(b"another", &sig));
+    }
 
     #[test]
     fn key_files_round_trip_with_mode_0600() {

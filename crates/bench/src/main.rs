@@ -157,6 +157,80 @@ async fn sync_nodes_as(n: usize, signed: bool) -> Vec<SyncSocket> {
     v
 }
 
+/// The machine's floor for one write's way (P2): what an ed25519 signature and its check cost
+/// here (rs2p's own calls, each sample the mean of 200), and a loopback TCP round trip (1 byte
+/// each way between two threads, each sample the mean of 200). A signed write is signed once
+/// and checked once on every node, so at N nodes on 2 cores the checks alone take about
+/// N × verify / 2.
+fn floor(samples: usize) -> Vec<Result> {
+    use std::io::{Read, Write};
+    let kp = rs2p_base::Keypair::generate();
+    let id = kp.peer_id();
+    let msg = [7u8; 200];
+    let per = 200;
+    let mut sign = Vec::new();
+    let mut verify = Vec::new();
+    for _ in 0..samples {
+        let t = Instant::now();
+        let mut sig = kp.sign(&msg);
+        for _ in 1..per {
+            sig = kp.sign(&msg);
+        }
+        sign.push(t.elapsed().as_secs_f64() * 1e6 / per as f64);
+        let t = Instant::now();
+        for _ in 0..per {
+            assert!(id.verify(&msg, &sig));
+        }
+        verify.push(t.elapsed().as_secs_f64() * 1e6 / per as f64);
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let echo = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        s.set_nodelay(true).expect("nodelay");
+        let mut b = [0u8; 1];
+        while s.read_exact(&mut b).is_ok() {
+            if s.write_all(&b).is_err() {
+                break;
+            }
+        }
+    });
+    let mut c = std::net::TcpStream::connect(addr).expect("connect");
+    c.set_nodelay(true).expect("nodelay");
+    let mut rtt = Vec::new();
+    let mut b = [0u8; 1];
+    for _ in 0..samples {
+        let t = Instant::now();
+        for _ in 0..per {
+            c.write_all(&b).expect("write");
+            c.read_exact(&mut b).expect("read");
+        }
+        rtt.push(t.elapsed().as_secs_f64() * 1e6 / per as f64);
+    }
+    drop(c);
+    let _ = echo.join();
+    vec![
+        Result {
+            scenario: "floor ed25519 sign".into(),
+            unit: "us",
+            samples: sign,
+            note: "one signature over 200 B (once per write, on its origin)".into(),
+        },
+        Result {
+            scenario: "floor ed25519 verify".into(),
+            unit: "us",
+            samples: verify,
+            note: "one check over 200 B (once per write on every other node)".into(),
+        },
+        Result {
+            scenario: "floor loopback round trip".into(),
+            unit: "us",
+            samples: rtt,
+            note: "1 byte each way, two threads, TCP_NODELAY".into(),
+        },
+    ]
+}
+
 /// P1 in one process: 3 nodes, `keys` keys set one call at a time on one; until the last holds all.
 async fn sync_p1(keys: usize, reps: usize) -> Result {
     let mut samples = Vec::new();
@@ -1021,6 +1095,14 @@ async fn sync_persist(mode: Mode, writes: usize, reps: usize) -> Result {
 
 #[tokio::main]
 async fn main() {
+    // The scenarios run as a task on the runtime, as an application's code would: `block_on`'s
+    // thread is not one of the runtime's workers, and every wake-up between it and a node's
+    // task would cross threads (a parked thread woken by a system call, 10–30 µs here) that an
+    // application's task does not cross.
+    tokio::spawn(run()).await.expect("the scenarios");
+}
+
+async fn run() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let [child, keys] = &args[..] {
         if child == P7_CHILD {
@@ -1035,6 +1117,9 @@ async fn main() {
     let want = |name: &str| only.is_empty() || only.iter().any(|o| name.starts_with(o.as_str()));
     let scale = if quick { 1 } else { 4 };
     let mut results = Vec::new();
+    if want("floor") {
+        results.extend(floor(if quick { 5 } else { 20 }));
+    }
     if want("mesh-broadcast") {
         results.push(mesh_broadcast(10, 100 * scale).await);
     }

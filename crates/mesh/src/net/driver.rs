@@ -280,7 +280,9 @@ impl Driver {
                 payload,
                 reply,
             } => {
-                let _ = reply.send(self.node.broadcast(&protocol, payload, now));
+                let r = self.node.broadcast(&protocol, payload, now);
+                self.drain_outputs();
+                let _ = reply.send(r);
             }
             Command::Whisper {
                 peer,
@@ -288,7 +290,9 @@ impl Driver {
                 payload,
                 reply,
             } => {
-                let _ = reply.send(self.node.whisper(peer, &protocol, payload, now));
+                let r = self.node.whisper(peer, &protocol, payload, now);
+                self.drain_outputs();
+                let _ = reply.send(r);
             }
             Command::Peers { reply } => {
                 let _ = reply.send(self.node.mesh().peers().to_vec());
@@ -305,6 +309,10 @@ impl Driver {
             Command::Call { protocol, f, reply } => {
                 let r = self.node.with_handler(&protocol, now, |_, cx| f(cx));
                 self.node.pump(now);
+                // The frames go to the writers before the caller is answered (here and above):
+                // waking the caller may cost a system call (another worker thread), and the
+                // frames are the write's way to every other node.
+                self.drain_outputs();
                 let _ = reply.send(r);
             }
             Command::Close { .. } => {}

@@ -523,3 +523,48 @@ fn a_newcomer_whose_join_ack_is_lost_still_joins() {
         "the join acknowledgement was dropped"
     );
 }
+
+/// A newcomer whose join acknowledgement is lost more often than it asks its successor again
+/// still joins: the successor's hellos name the newcomer as its predecessor, and the newcomer
+/// asks it once more. (Before, it started over with lookups of its own position, which no node
+/// owned any more: it never joined, and no lookup of a key in its arc ever completed.)
+#[test]
+fn a_newcomer_whose_join_acks_are_all_lost_for_a_while_still_joins() {
+    let mut r = SimRing::build(7, 4, 5, cfg(), Faults::NONE, 100, 5_000);
+    r.check_ring().expect("the first four form a ring");
+    let mut dropped = 0;
+    r.sim.drop_frames_where(move |_, to, frame| {
+        if dropped >= 4 || to != 4 {
+            return false;
+        }
+        let Ok(pb::MeshFrame {
+            kind: Some(pb::mesh_frame::Kind::Direct(d)),
+        }) = pb::MeshFrame::decode(frame)
+        else {
+            return false;
+        };
+        let ack = matches!(
+            pb::ChordMessage::decode(d.payload),
+            Ok(pb::ChordMessage {
+                kind: Some(Kind::JoinAck(_))
+            })
+        );
+        dropped += usize::from(ack);
+        ack
+    });
+    r.join(4, 0);
+    r.sim.advance(30_000);
+    assert!(r.machine(4).is_joined(), "node 4 never joined");
+    assert!(
+        r.sim.counts.lost >= 4,
+        "four join acknowledgements were dropped"
+    );
+    r.check_ring().expect("a ring of five");
+    for k in 0..40 {
+        r.put(k % 5, &key(k), Some(b"v")).expect("put");
+        assert_eq!(
+            r.get((k + 2) % 5, &key(k)).expect("get").0.as_deref(),
+            Some(&b"v"[..])
+        );
+    }
+}

@@ -21,17 +21,37 @@ impl ChordMachine {
             if stale {
                 // A lost join acknowledgement leaves the successor already counting this node
                 // as its predecessor, and then no lookup of this node's position finds an
-                // owner: ask the successor found again (twice at most) before starting over.
+                // owner: ask the successor found again (twice at most), or whichever peer
+                // says (in its hellos) that this node is its predecessor, however many
+                // acknowledgements were lost, before starting over.
+                let me = self.me.pos;
+                let claimed = self
+                    .peers
+                    .values()
+                    .find(|p| p.joined && p.pred == Some(me))
+                    .map(|p| p.node.clone());
                 let again = self
                     .joining
                     .as_ref()
                     .filter(|j| j.asked_again < 2)
                     .and_then(|j| j.succ.clone())
-                    .filter(|s| self.peers.contains_key(&s.peer));
+                    .filter(|s| self.peers.contains_key(&s.peer))
+                    .or(claimed);
                 if let Some(succ) = again {
-                    if let Some(j) = self.joining.as_mut() {
-                        j.asked_again += 1;
-                        j.started = self.now;
+                    match self.joining.as_mut() {
+                        Some(j) => {
+                            j.asked_again = j.asked_again.saturating_add(1);
+                            j.started = self.now;
+                            j.succ = Some(succ.clone());
+                        }
+                        None => {
+                            self.joining = Some(Joining {
+                                op: 0,
+                                succ: Some(succ.clone()),
+                                started: self.now,
+                                asked_again: 1,
+                            });
+                        }
                     }
                     let join = self.join_request();
                     self.send(cx, &succ, join);

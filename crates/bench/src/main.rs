@@ -1,8 +1,10 @@
 //! rs2p's benchmark scenarios. Run through `cargo xtask bench [--quick] [SCENARIO…]`, which
 //! builds in release mode. Prints a table and writes `target/bench/results.json`.
 //!
-//! Every scenario runs in one process on loopback with the default secure configuration
-//! (Noise-encrypted links, signed floods and records).
+//! The scenarios run on loopback with the default secure configuration (Noise-encrypted links,
+//! signed floods and records), in this process unless their names say otherwise (P1 across
+//! processes, py2p's, P7 in a child process of its own). `floor` comes first: what one
+//! signature, one check and one loopback round trip cost on this machine, the limits of P2.
 //!
 //! To study one scenario, the environment narrows it (a full run sets none of these):
 //! - `RS2P_BENCH_MODE=signed|unsigned`: only one mode in P2/P3/P8 and P4;

@@ -322,6 +322,7 @@ fn forged_floods_are_dropped_counted_and_never_relayed() {
             signature: sign(&attacker, &b),
             body: b,
             hops_left: 5,
+            ..Default::default()
         },
     );
     // 2. A bad signature: random bytes.
@@ -334,6 +335,7 @@ fn forged_floods_are_dropped_counted_and_never_relayed() {
             signature: Bytes::from(vec![7u8; 64]),
             body: b,
             hops_left: 5,
+            ..Default::default()
         },
     );
     // 3. An unsigned flood for a protocol this node does not run: it cannot be checked, so it
@@ -348,6 +350,7 @@ fn forged_floods_are_dropped_counted_and_never_relayed() {
             signature: Bytes::new(),
             body: b,
             hops_left: 5,
+            ..Default::default()
         },
     );
 
@@ -376,6 +379,7 @@ fn forged_floods_are_dropped_counted_and_never_relayed() {
             signature: sign(&attacker, &b),
             body: b,
             hops_left: 5,
+            ..Default::default()
         },
     );
     assert_eq!(sim.messages(2).len(), 1);
@@ -417,6 +421,7 @@ fn old_and_future_floods_are_refused_as_replays() {
                 signature: sign(&kp, &b),
                 body: b,
                 hops_left: 5,
+                ..Default::default()
             },
         );
     }
@@ -565,6 +570,7 @@ fn an_unsigned_flood_counts_against_its_sender_only_for_a_protocol_run_here_with
             payload: Bytes::from_static(b"x"),
         }),
         hops_left: 5,
+        ..Default::default()
     };
     // Many more than `max_strikes` floods of the protocol node 1 does not run: no ban.
     for seq in 0..20 {
@@ -680,6 +686,7 @@ fn a_flood_on_a_refused_connection_does_not_make_its_sender_a_parent() {
         listen_addrs: vec![Sim::addr(2)],
         protocols: vec![],
         incarnation: 1,
+        features: 0,
     };
     sim.node_mut(0).handle_established(
         refused,
@@ -695,6 +702,7 @@ fn a_flood_on_a_refused_connection_does_not_make_its_sender_a_parent() {
         signature: sign(&kp, &b),
         body: b,
         hops_left: 32,
+        ..Default::default()
     };
     // Its copy on the refused connection comes first, then node 1 relays the same flood.
     inject(&mut sim, 0, refused, flood.clone());
@@ -739,6 +747,7 @@ fn a_node_does_not_announce_a_peer_before_the_peer_keeps_the_connection() {
             listen_addrs: vec![Sim::addr(0)],
             protocols: vec![],
             incarnation: 1,
+            features: 0,
         };
         let dialed = (direction == Direction::Outbound).then(|| Sim::addr(0));
         sim.node_mut(2).handle_established(
@@ -784,6 +793,7 @@ fn a_peer_that_restarted_with_the_same_identity_replaces_its_dead_connection() {
         listen_addrs: vec!["10.0.0.2:7000".parse().unwrap()],
         protocols: vec![],
         incarnation,
+        features: 0,
     };
     for (second_run, new_kept) in [(1_000, false), (2_000, true), (0, false)] {
         let mut mesh = Mesh::new(Default::default(), low.clone(), *network.id(), 5_000);
@@ -851,4 +861,80 @@ fn a_timer_armed_again_from_its_callback_runs_at_the_next_tick() {
         assert_eq!(runs.load(Ordering::Relaxed), tick, "runs after tick {tick}");
         assert!(node.next_deadline() <= 1_000, "the next run is due at once");
     }
+}
+
+/// Compact floods (the origin left out when the origin sends, the protocol named by its place in
+/// the receiver's handshake list) go only to peers whose handshake says they read them: a node
+/// from before them gets every flood whole. Everyone gets every flood once.
+#[test]
+fn compact_floods_go_only_to_peers_that_read_them() {
+    use prost::Message;
+    use rs2p_mesh::proto::{Context, Handler, InboundMessage, Verdict};
+    use std::sync::{Arc, Mutex};
+
+    type Got = Arc<Mutex<Vec<(usize, Bytes)>>>;
+    struct Rec(&'static str, Got, usize);
+    impl Handler for Rec {
+        fn protocol(&self) -> &str {
+            self.0
+        }
+        fn on_message(&mut self, _: &mut Context<'_>, m: InboundMessage) -> Verdict {
+            self.1.lock().unwrap().push((self.2, m.payload));
+            Verdict::Accept
+        }
+    }
+
+    let mut cfg = rs2p_mesh::MeshConfig::default();
+    cfg.min_peers = 0;
+    let mut sim = Sim::with_config(17, 4, cfg);
+    let got: Got = Arc::default();
+    for i in 0..4 {
+        let now = sim.node_now(i);
+        if i == 2 {
+            // Node 2 registered another protocol first: the place differs per peer.
+            sim.node_mut(i)
+                .register(Box::new(Rec("/other/1", got.clone(), i)), now)
+                .unwrap();
+        }
+        sim.node_mut(i)
+            .register(Box::new(Rec("/sim/1", got.clone(), i)), now)
+            .unwrap();
+    }
+    sim.set_legacy(3);
+    /// (from, to, protocol_ref, origin_is_sender) of each flood frame.
+    type Seen = Arc<Mutex<Vec<(usize, usize, u32, bool)>>>;
+    let seen: Seen = Arc::default();
+    let log = seen.clone();
+    sim.drop_frames_where(move |from, to, frame| {
+        if let Ok(pb::MeshFrame {
+            kind: Some(Kind::Flood(f)),
+        }) = pb::MeshFrame::decode(frame)
+        {
+            log.lock()
+                .unwrap()
+                .push((from, to, f.protocol_ref, f.origin_is_sender));
+        }
+        false
+    });
+    // 0 - 1, and 1 relays to 2 and to the old node 3.
+    sim.link(0, 1, Faults::NONE);
+    sim.link(1, 2, Faults::NONE);
+    sim.link(1, 3, Faults::NONE);
+    sim.run_until_idle();
+    sim.broadcast(0, "/sim/1", &b"compact"[..]);
+    sim.run_until_idle();
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![(0, 1, 1, true), (1, 2, 2, false), (1, 3, 0, false)],
+        "(from, to, protocol_ref, origin_is_sender) of each flood frame"
+    );
+    let mut got = got.lock().unwrap().clone();
+    got.sort();
+    let payload = Bytes::from_static(b"compact");
+    assert_eq!(
+        got,
+        vec![(1, payload.clone()), (2, payload.clone()), (3, payload)]
+    );
 }

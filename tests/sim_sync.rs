@@ -146,6 +146,7 @@ fn inject_live(w: &mut World, batch: rs2p_base::wire::pb::RecordBatch) {
             body,
             signature: Bytes::new(),
             hops_left: 5,
+            ..Default::default()
         })),
     });
     // Node 1's connection from node 0 is the inbound end of the first link.

@@ -55,6 +55,9 @@ pub struct LocalInfo {
     /// When this node's process started (unix milliseconds; 0 if unknown). Peers that still
     /// hold a connection from an earlier run of the same identity keep the new one.
     pub incarnation: u64,
+    /// Optional wire features this node understands, one bit each (the layers above define
+    /// them; the mesh's compact floods are bit 0).
+    pub features: u32,
 }
 
 /// What the peer proved and said about itself.
@@ -68,6 +71,8 @@ pub struct RemoteInfo {
     pub protocols: Vec<String>,
     /// When the peer's process started (unix milliseconds), as it says; 0 if it did not say.
     pub incarnation: u64,
+    /// The optional wire features the peer says it understands (0 from nodes before them).
+    pub features: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +149,7 @@ impl Handshake {
             listen_addrs: info.listen_addrs.iter().map(ToString::to_string).collect(),
             protocols: info.protocols,
             incarnation: info.incarnation,
+            features: info.features,
         };
         Self {
             noise: Some(noise),
@@ -370,6 +376,7 @@ impl Handshake {
             listen_addrs,
             protocols: payload.protocols,
             incarnation: payload.incarnation,
+            features: payload.features,
         })
     }
 }
@@ -496,6 +503,7 @@ mod tests {
             listen_addrs: vec!["127.0.0.1:9".parse().unwrap()],
             protocols: vec!["/x/1".into()],
             incarnation: 7,
+            features: 5,
         };
         let a = Handshake::initiator(&ia, &net, info.clone(), Some(ib.peer_id())).unwrap();
         let b = Handshake::responder(&ib, &net, info).unwrap();
@@ -506,6 +514,7 @@ mod tests {
         assert_eq!(rb.peer_id, ia.peer_id());
         assert_eq!(rb.protocols, vec!["/x/1".to_string()]);
         assert_eq!((ra.incarnation, rb.incarnation), (7, 7));
+        assert_eq!((ra.features, rb.features), (5, 5));
         let mut ct = vec![0u8; 64];
         let n = ca.send.encrypt(b"hello", &mut ct).unwrap();
         let mut pt = vec![0u8; 64];

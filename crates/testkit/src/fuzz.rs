@@ -101,17 +101,31 @@ pub fn sync_messages(data: &[u8]) {
                 payload,
             })
         } else {
+            // Every other flood is compact: the origin left out (it is the sender, node 0),
+            // the protocol named by its place in node 1's list (or by a place that is not).
+            let compact = i % 4 == 1;
+            let protocol_ref = if compact { (i % 3) as u32 } else { 0 };
             let body = rs2p_wire::encode(&pb::FloodBody {
-                origin: Bytes::copy_from_slice(sim.id(0).as_bytes()),
+                origin: if compact {
+                    Bytes::new()
+                } else {
+                    Bytes::copy_from_slice(sim.id(0).as_bytes())
+                },
                 seq: i as u64,
                 issued_at_ms: now,
-                protocol: rs2p_sync::PROTOCOL.into(),
+                protocol: if protocol_ref == 0 {
+                    rs2p_sync::PROTOCOL.into()
+                } else {
+                    String::new()
+                },
                 payload,
             });
             pb::mesh_frame::Kind::Flood(pb::Flood {
                 body,
                 signature: Bytes::new(),
                 hops_left: 3,
+                protocol_ref,
+                origin_is_sender: compact,
             })
         };
         let frame = rs2p_wire::encode(&pb::MeshFrame { kind: Some(kind) });

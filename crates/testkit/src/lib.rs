@@ -111,6 +111,8 @@ pub struct Sim {
     dial_faults: Faults,
     /// Frames to drop on purpose: `(from, to, frame)` gives true for a frame to lose.
     drop_if: Option<DropFilter>,
+    /// Nodes whose handshakes name no wire features, as a node from before them would.
+    legacy: Vec<bool>,
 }
 
 /// A test's choice of frames to lose: `(from, to, frame bytes)` gives true to drop the frame.
@@ -190,7 +192,14 @@ impl Sim {
             side: None,
             dial_faults: Faults::NONE,
             drop_if: None,
+            legacy: vec![false; n],
         }
+    }
+
+    /// From now on node `i`'s handshakes name no optional wire features, as a node from before
+    /// them would: its peers send it only what such a node reads (links opened later).
+    pub fn set_legacy(&mut self, i: usize) {
+        self.legacy[i] = true;
     }
 
     /// The number of nodes.
@@ -406,13 +415,20 @@ impl Sim {
         self.conn_links[a].insert(ca, idx);
         self.conn_links[b].insert(cb, idx);
         let (now_a, now_b) = (self.node_now(a), self.node_now(b));
-        let remote = |j: usize, ids: &[PeerId]| RemoteInfo {
-            peer_id: ids[j],
+        // What each would say in its handshake: its protocols and wire features (none for a
+        // node played as one from before them, see `Sim::set_legacy`).
+        let remote = |j: usize| RemoteInfo {
+            peer_id: self.ids[j],
             listen_addrs: vec![Self::fake_addr(j)],
-            protocols: vec![],
+            protocols: self.nodes[j].protocols(),
             incarnation: 1,
+            features: if self.legacy[j] {
+                0
+            } else {
+                rs2p_mesh::proto::FEATURES
+            },
         };
-        let (ra, rb) = (remote(b, &self.ids), remote(a, &self.ids));
+        let (ra, rb) = (remote(b), remote(a));
         self.nodes[a].handle_established(
             ca,
             Direction::Outbound,

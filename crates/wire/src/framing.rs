@@ -80,11 +80,15 @@ mod tests {
         prop_oneof![
             any::<u64>().prop_map(|n| Kind::Ping(pb::Ping { nonce: n })),
             any::<u64>().prop_map(|n| Kind::Pong(pb::Pong { nonce: n })),
-            (bytes(), bytes(), any::<u32>()).prop_map(|(b, s, h)| Kind::Flood(pb::Flood {
-                body: b.into(),
-                signature: s.into(),
-                hops_left: h
-            })),
+            (bytes(), bytes(), any::<u32>(), any::<u32>(), any::<bool>()).prop_map(
+                |(b, s, h, r, o)| Kind::Flood(pb::Flood {
+                    body: b.into(),
+                    signature: s.into(),
+                    hops_left: h,
+                    protocol_ref: r,
+                    origin_is_sender: o,
+                })
+            ),
             ("[a-z/0-9]{0,20}", bytes()).prop_map(|(p, b)| Kind::Direct(pb::Direct {
                 protocol: p,
                 payload: b.into()

@@ -375,6 +375,7 @@ impl Driver {
             listen_addrs: self.node.mesh().listen_addrs().to_vec(),
             protocols: self.node.protocols(),
             incarnation: self.incarnation,
+            features: crate::proto::FEATURES,
         }
     }
 

@@ -8,8 +8,8 @@ use super::seen_cache::MsgId;
 
 const SIGN_DOMAIN: &[u8] = b"rs2p/v1/flood";
 
-/// The id of a flood: a hash of its body bytes exactly as received, so a forger can never make a
-/// message that takes a real one's id.
+/// The id of a flood: a hash of its body bytes exactly as the origin encoded them (a compact
+/// flood's are put back first), so a forger can never make a message that takes a real one's id.
 pub fn msg_id(body: &[u8]) -> MsgId {
     let h = hash256("rs2p/v1/msg-id", &[body]);
     let mut first = [0u8; 16];
@@ -36,19 +36,187 @@ pub(crate) fn verify(
     origin.verify(&signed_bytes(network_id, body), signature)
 }
 
-/// Encodes a flood body.
-pub(crate) fn encode_body(
+/// A flood body.
+pub(crate) fn body(
     origin: &PeerId,
     seq: u64,
     issued_at_ms: u64,
     protocol: &str,
     payload: Bytes,
-) -> Bytes {
-    rs2p_base::wire::encode(&pb::FloodBody {
+) -> pb::FloodBody {
+    pb::FloodBody {
         origin: Bytes::copy_from_slice(origin.as_bytes()),
         seq,
         issued_at_ms,
         protocol: protocol.to_owned(),
         payload,
+    }
+}
+
+/// The handshake feature bit of compact floods (`Flood.protocol_ref`, `Flood.origin_is_sender`):
+/// a node sends them only to peers that set it.
+pub const FEATURE_COMPACT_FLOODS: u32 = 1;
+
+/// The wire features this mesh understands, for its handshakes.
+pub const FEATURES: u32 = FEATURE_COMPACT_FLOODS;
+
+/// A flood's body as the origin encoded it, decoded, if it re-encodes to exactly those bytes:
+/// only then can it be sent compacted (the receiver re-encodes it to get the origin's bytes back).
+pub(crate) fn canonical(body: &Bytes) -> Option<pb::FloodBody> {
+    let decoded = rs2p_base::wire::decode_bytes::<pb::FloodBody>(body.clone()).ok()?;
+    (rs2p_base::wire::encode(&decoded) == *body).then_some(decoded)
+}
+
+/// `body` without its origin (when `drop_origin`) and without its protocol (when
+/// `drop_protocol`), for a compact flood.
+pub(crate) fn compact_body(body: &pb::FloodBody, drop_origin: bool, drop_protocol: bool) -> Bytes {
+    rs2p_base::wire::encode(&pb::FloodBody {
+        origin: if drop_origin {
+            Bytes::new()
+        } else {
+            body.origin.clone()
+        },
+        seq: body.seq,
+        issued_at_ms: body.issued_at_ms,
+        protocol: if drop_protocol {
+            String::new()
+        } else {
+            body.protocol.clone()
+        },
+        payload: body.payload.clone(),
     })
+}
+
+/// Puts back what a compact flood from `sender` left out of its body (the origin, the protocol
+/// named by its place in `protocols`, the list this node sent in its handshake), so that `f`
+/// carries the origin's body bytes, and returns that body decoded; an uncompacted flood is left
+/// as it is (`None`). `Err` for a compact flood that is malformed: its body still names what it
+/// says it leaves out, or names a protocol this node never listed.
+pub(crate) fn expand(
+    f: &mut pb::Flood,
+    sender: &PeerId,
+    protocols: &[String],
+) -> Result<Option<pb::FloodBody>, ()> {
+    if f.protocol_ref == 0 && !f.origin_is_sender {
+        return Ok(None);
+    }
+    let mut body =
+        rs2p_base::wire::decode_bytes::<pb::FloodBody>(f.body.clone()).map_err(|_| ())?;
+    if f.origin_is_sender {
+        if !body.origin.is_empty() {
+            return Err(());
+        }
+        body.origin = Bytes::copy_from_slice(sender.as_bytes());
+    }
+    if f.protocol_ref != 0 {
+        let i = usize::try_from(f.protocol_ref - 1).map_err(|_| ())?;
+        if !body.protocol.is_empty() {
+            return Err(());
+        }
+        body.protocol = protocols.get(i).ok_or(())?.clone();
+    }
+    f.body = rs2p_base::wire::encode(&body);
+    f.protocol_ref = 0;
+    f.origin_is_sender = false;
+    Ok(Some(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn protocols() -> Vec<String> {
+        vec!["/a/1".into(), "/rs2p/sync/1".into(), "/c/9".into()]
+    }
+
+    proptest! {
+        /// Compacted for a peer and expanded there, a flood's body is the origin's bytes again,
+        /// so its id and signature hold.
+        #[test]
+        fn a_compact_flood_expands_to_the_origins_body(
+            origin in any::<[u8; 32]>(),
+            seq in any::<u64>(),
+            issued in any::<u64>(),
+            which in 0usize..4,
+            payload in proptest::collection::vec(any::<u8>(), 0..300),
+            drop_origin in any::<bool>(),
+            hops in any::<u32>(),
+        ) {
+            let origin = PeerId::from_slice(&origin).unwrap();
+            let list = protocols();
+            let protocol = list.get(which).cloned().unwrap_or_else(|| "/not/listed".into());
+            let full = body(&origin, seq, issued, &protocol, payload.into());
+            let bytes = rs2p_base::wire::encode(&full);
+            prop_assert_eq!(canonical(&bytes), Some(full.clone()));
+            let protocol_ref = list.iter().position(|p| *p == protocol).map_or(0, |i| i as u32 + 1);
+            let mut f = pb::Flood {
+                body: compact_body(&full, drop_origin, protocol_ref != 0),
+                signature: Bytes::new(),
+                hops_left: hops,
+                protocol_ref,
+                origin_is_sender: drop_origin,
+            };
+            let compacted = protocol_ref != 0 || drop_origin;
+            if compacted {
+                prop_assert!(f.body.len() < bytes.len());
+            }
+            let back = expand(&mut f, &origin, &list).unwrap();
+            prop_assert_eq!(back.is_some(), compacted);
+            prop_assert_eq!(&f.body, &bytes);
+            prop_assert_eq!(msg_id(&f.body), msg_id(&bytes));
+            prop_assert_eq!((f.protocol_ref, f.origin_is_sender, f.hops_left), (0, false, hops));
+        }
+
+        /// A body that does not re-encode to itself (fields out of order, say) is never
+        /// compacted: the receiver could not give back its bytes.
+        #[test]
+        fn only_bodies_that_re_encode_to_themselves_are_compacted(
+            seq in 1u64..u64::MAX,
+            payload in proptest::collection::vec(any::<u8>(), 1..50),
+        ) {
+            let full = body(&PeerId::from_slice(&[3; 32]).unwrap(), seq, 9, "/a/1", payload.into());
+            let bytes = rs2p_base::wire::encode(&full);
+            // The same fields with the sequence number last: valid protobuf, another encoding.
+            let seq_field = rs2p_base::wire::encode(&pb::FloodBody { seq, ..Default::default() });
+            let other = rs2p_base::wire::encode(&pb::FloodBody { seq: 0, ..full.clone() });
+            let reordered = Bytes::from([other.as_ref(), seq_field.as_ref()].concat());
+            prop_assert_eq!(
+                rs2p_base::wire::decode_bytes::<pb::FloodBody>(reordered.clone()).unwrap(),
+                full
+            );
+            prop_assert_ne!(&reordered, &bytes);
+            prop_assert!(canonical(&reordered).is_none());
+        }
+    }
+
+    #[test]
+    fn a_compact_flood_that_still_names_what_it_leaves_out_or_an_unlisted_protocol_is_refused() {
+        let origin = PeerId::from_slice(&[5; 32]).unwrap();
+        let full = body(&origin, 1, 2, "/a/1", Bytes::from_static(b"x"));
+        let flood = |body: Bytes, protocol_ref, origin_is_sender| pb::Flood {
+            body,
+            signature: Bytes::new(),
+            hops_left: 3,
+            protocol_ref,
+            origin_is_sender,
+        };
+        let list = protocols();
+        let whole = rs2p_base::wire::encode(&full);
+        // The origin is in the body, and the frame says it is left out.
+        assert!(expand(&mut flood(whole.clone(), 0, true), &origin, &list).is_err());
+        // The protocol is in the body, and the frame names it by its place too.
+        assert!(expand(&mut flood(whole.clone(), 1, false), &origin, &list).is_err());
+        // A place the receiver never listed.
+        let no_protocol = compact_body(&full, false, true);
+        assert!(expand(&mut flood(no_protocol.clone(), 4, false), &origin, &list).is_err());
+        assert!(expand(&mut flood(no_protocol, u32::MAX, false), &origin, &list).is_err());
+        // Not a body at all.
+        let junk = Bytes::from_static(&[0xff, 0xff, 0xff]);
+        assert!(expand(&mut flood(junk, 1, true), &origin, &list).is_err());
+        // An uncompacted flood is left as it is.
+        let mut f = flood(whole.clone(), 0, false);
+        assert_eq!(expand(&mut f, &origin, &list), Ok(None));
+        assert_eq!(f.body, whole);
+    }
 }

@@ -179,6 +179,8 @@ pub struct Inbound {
 #[derive(Debug, Clone)]
 pub struct Relay {
     frame: pb::Flood,
+    /// The body decoded, when it is known to re-encode to itself (it came compacted).
+    canonical: Option<Box<pb::FloodBody>>,
     except: ConnId,
     /// Who sent it to us, and who issued it: peers they are known to reach are skipped.
     from: PeerId,
@@ -201,6 +203,10 @@ struct Conn {
     bye: bool,
     /// When the peer's process started, as it said in the handshake (0: it did not say).
     incarnation: u64,
+    /// Whether the peer takes compact floods, and the protocols it listed in its handshake
+    /// (what they name protocols by).
+    compact: bool,
+    protocols: Vec<String>,
     /// Bytes queued for the peer and not yet written, as the driver last reported.
     backlog: usize,
     last_recv: Millis,
@@ -237,6 +243,10 @@ pub struct Mesh {
     self_verifying: BTreeSet<String>,
     /// Protocols run here whose floods the mesh signs (an unsigned one is a forgery).
     mesh_signed: BTreeSet<String>,
+    /// Every protocol run here, in the order registered: the list handshakes tell peers, which
+    /// compact floods name protocols by (only ever appended to, so a place a peer was told
+    /// keeps its protocol).
+    protocols: Vec<String>,
     banned: BTreeMap<PeerId, Millis>,
     strikes: BTreeMap<PeerId, u32>,
     seen: SeenCache,
@@ -296,6 +306,7 @@ impl Mesh {
             addrs: BTreeMap::new(),
             self_verifying: BTreeSet::new(),
             mesh_signed: BTreeSet::new(),
+            protocols: Vec::new(),
             banned: BTreeMap::new(),
             strikes: BTreeMap::new(),
             seen,
@@ -365,6 +376,18 @@ impl Mesh {
     /// [`crate::proto::Handler::verifies_own_payloads`]).
     pub fn set_self_verifying(&mut self, protocol: &str) {
         self.self_verifying.insert(protocol.to_owned());
+        self.add_protocol(protocol);
+    }
+
+    fn add_protocol(&mut self, protocol: &str) {
+        if !self.protocols.iter().any(|p| p == protocol) {
+            self.protocols.push(protocol.to_owned());
+        }
+    }
+
+    /// The protocols run here, in the order they were registered (what handshakes list).
+    pub fn protocols(&self) -> &[String] {
+        &self.protocols
     }
 
     /// Marks a protocol as run here with mesh-signed floods: an unsigned flood of it is a
@@ -373,6 +396,7 @@ impl Mesh {
     /// dropped without blame.)
     pub fn set_mesh_signed(&mut self, protocol: &str) {
         self.mesh_signed.insert(protocol.to_owned());
+        self.add_protocol(protocol);
     }
 
     /// The next output for the driver.
@@ -452,7 +476,8 @@ impl Mesh {
     ) -> Result<MsgId, MeshError> {
         self.check_payload(protocol, payload.len())?;
         self.seq += 1;
-        let body = flood::encode_body(&self.local, self.seq, now, protocol, payload);
+        let decoded = flood::body(&self.local, self.seq, now, protocol, payload);
+        let body = rs2p_base::wire::encode(&decoded);
         let signature = if self.self_verifying.contains(protocol) {
             Bytes::new()
         } else {
@@ -460,15 +485,14 @@ impl Mesh {
         };
         let id = flood::msg_id(&body);
         self.seen.insert(id, now);
-        let frame = encode(Kind::Flood(pb::Flood {
+        let flood = pb::Flood {
             body,
             signature,
             hops_left: self.cfg.max_hops,
-        }));
+            ..Default::default()
+        };
         let conns: Vec<ConnId> = self.by_peer.values().copied().collect();
-        for conn in conns {
-            self.send(conn, frame.clone(), true);
-        }
+        self.send_flood(&conns, flood, Some(decoded), true);
         Ok(id)
     }
 
@@ -584,6 +608,8 @@ impl Mesh {
                 vouched: false,
                 bye: false,
                 incarnation: remote.incarnation,
+                compact: remote.features & flood::FEATURE_COMPACT_FLOODS != 0,
+                protocols: remote.protocols,
                 backlog: 0,
                 last_recv: now,
                 bucket: TokenBucket::new(self.cfg.peer_rate, self.cfg.peer_burst, now),
@@ -916,8 +942,12 @@ impl Mesh {
         }
     }
 
-    fn on_flood(&mut self, conn: ConnId, peer: PeerId, f: pb::Flood, now: Millis) {
+    fn on_flood(&mut self, conn: ConnId, peer: PeerId, mut f: pb::Flood, now: Millis) {
         self.count_message(peer);
+        let Ok(expanded) = flood::expand(&mut f, &peer, &self.protocols) else {
+            self.malformed(peer, now);
+            return;
+        };
         let id = flood::msg_id(&f.body);
         if self.seen.contains(id, now) {
             self.stats.duplicates += 1;
@@ -934,7 +964,12 @@ impl Mesh {
             }
             return;
         }
-        let Ok(body) = rs2p_base::wire::decode_bytes::<pb::FloodBody>(f.body.clone()) else {
+        let came_compact = expanded.is_some();
+        let decoded = match expanded {
+            Some(body) => Ok(body),
+            None => rs2p_base::wire::decode_bytes::<pb::FloodBody>(f.body.clone()),
+        };
+        let Ok(body) = decoded else {
             self.malformed(peer, now);
             return;
         };
@@ -980,6 +1015,7 @@ impl Mesh {
                 hops_left: f.hops_left - 1,
                 ..f
             },
+            canonical: came_compact.then(|| Box::new(body.clone())),
             except: conn,
             from: peer,
             origin,
@@ -1043,10 +1079,74 @@ impl Mesh {
         if conns.is_empty() {
             return;
         }
-        let frame = encode(Kind::Flood(relay.frame));
-        for conn in conns {
-            self.stats.forwarded += 1;
-            self.send(conn, frame.clone(), true);
+        self.stats.forwarded += conns.len() as u64;
+        self.send_flood(&conns, relay.frame, relay.canonical.map(|b| *b), false);
+    }
+
+    /// The place (from 1) of `protocol` in the list the peer on `conn` gave in its handshake,
+    /// if it takes compact floods and runs the protocol.
+    fn protocol_ref(&self, conn: ConnId, protocol: &str) -> Option<u32> {
+        let c = self.conns.get(&conn).filter(|c| c.compact)?;
+        let i = c.protocols.iter().position(|p| p == protocol)?;
+        u32::try_from(i + 1).ok()
+    }
+
+    /// Sends a flood on each of `conns`: compacted for the peers that take it (the protocol by
+    /// its place in their list, and, for `own` floods, the origin left out, since the peer
+    /// receives it from the origin), whole to the others. `canonical` is its body decoded, if
+    /// known to re-encode to itself; otherwise that is checked here.
+    fn send_flood(
+        &mut self,
+        conns: &[ConnId],
+        flood: pb::Flood,
+        canonical: Option<pb::FloodBody>,
+        own: bool,
+    ) {
+        let compactable = conns
+            .iter()
+            .any(|&c| self.conns.get(&c).is_some_and(|c| c.compact));
+        let body = if compactable {
+            canonical.or_else(|| flood::canonical(&flood.body))
+        } else {
+            None
+        };
+        let Some(body) = body else {
+            let frame = encode(Kind::Flood(flood));
+            for &conn in conns {
+                self.send(conn, frame.clone(), true);
+            }
+            return;
+        };
+        // Built once each, on demand: the whole frame, and a compact frame per place of the
+        // protocol in the peers' lists (0: not there, named in the body).
+        let mut whole: Option<Bytes> = None;
+        let mut compact: Vec<(u32, Bytes)> = Vec::new();
+        for &conn in conns {
+            let Some(c) = self.conns.get(&conn) else {
+                continue;
+            };
+            let frame = if c.compact {
+                let protocol_ref = self.protocol_ref(conn, &body.protocol).unwrap_or(0);
+                match compact.iter().find(|(r, _)| *r == protocol_ref) {
+                    Some((_, f)) => f.clone(),
+                    None => {
+                        let f = encode(Kind::Flood(pb::Flood {
+                            body: flood::compact_body(&body, own, protocol_ref != 0),
+                            signature: flood.signature.clone(),
+                            hops_left: flood.hops_left,
+                            protocol_ref,
+                            origin_is_sender: own,
+                        }));
+                        compact.push((protocol_ref, f.clone()));
+                        f
+                    }
+                }
+            } else {
+                whole
+                    .get_or_insert_with(|| encode(Kind::Flood(flood.clone())))
+                    .clone()
+            };
+            self.send(conn, frame, true);
         }
     }
 

@@ -58,9 +58,10 @@ impl Node {
         &mut self.mesh
     }
 
-    /// The protocol ids registered, in order.
+    /// The protocol ids registered, in the order they were (what handshakes list: compact floods
+    /// name a protocol by its place there, so a later registration must not move the others).
     pub fn protocols(&self) -> Vec<String> {
-        self.handlers.keys().cloned().collect()
+        self.mesh.protocols().to_vec()
     }
 
     /// Registers a socket type; it is told at once about every peer already connected.

@@ -408,6 +408,11 @@ pub struct HandshakePayload {
     /// dead and keeps the new one.
     #[prost(uint64, tag = "6")]
     pub incarnation: u64,
+    /// Optional wire features the sender understands, one bit each (0 from
+    /// nodes that predate them, which are then never sent them). Bit 0: compact
+    /// floods (`Flood.protocol_ref` and `Flood.origin_is_sender`).
+    #[prost(uint32, tag = "7")]
+    pub features: u32,
 }
 /// The responder's first transport message: proof that it accepted message 3
 /// (and so that both sides hold the same pre-shared key).
@@ -480,6 +485,17 @@ pub struct Flood {
     /// Remaining hops; decremented by every relay, dropped at zero.
     #[prost(uint32, tag = "3")]
     pub hops_left: u32,
+    /// Compact floods, sent only to peers whose handshake set the feature bit.
+    /// Non-zero: `body` leaves out `FloodBody.protocol`, which is entry
+    /// `protocol_ref - 1` of the protocols the receiver listed in its handshake.
+    #[prost(uint32, tag = "4")]
+    pub protocol_ref: u32,
+    /// `body` leaves out `FloodBody.origin`: the origin is the peer that sent
+    /// this frame. The receiver puts both back and re-encodes the body, which
+    /// gives back the origin's bytes exactly (the sender compacts only bodies
+    /// that re-encode to themselves); ids and signatures are over those bytes.
+    #[prost(bool, tag = "5")]
+    pub origin_is_sender: bool,
 }
 /// A message to one directly connected peer.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

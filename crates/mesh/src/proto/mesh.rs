@@ -1118,15 +1118,16 @@ impl Mesh {
             return;
         };
         // Built once each, on demand: the whole frame, and a compact frame per place of the
-        // protocol in the peers' lists (0: not there, named in the body).
+        // protocol in the peers' lists (0: not there, named in the body; only for own floods).
         let mut whole: Option<Bytes> = None;
         let mut compact: Vec<(u32, Bytes)> = Vec::new();
         for &conn in conns {
             let Some(c) = self.conns.get(&conn) else {
                 continue;
             };
-            let frame = if c.compact {
-                let protocol_ref = self.protocol_ref(conn, &body.protocol).unwrap_or(0);
+            let protocol_ref = self.protocol_ref(conn, &body.protocol).unwrap_or(0);
+            // A relay to a peer that does not run the protocol has nothing to leave out.
+            let frame = if c.compact && (own || protocol_ref != 0) {
                 match compact.iter().find(|(r, _)| *r == protocol_ref) {
                     Some((_, f)) => f.clone(),
                     None => {

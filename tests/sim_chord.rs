@@ -488,6 +488,22 @@ fn two_rings_formed_during_a_partition_merge_after_it_heals() {
     }
 }
 
+/// Whether `frame` carries a chord `JoinAck`.
+fn is_join_ack(frame: &[u8]) -> bool {
+    let Ok(pb::MeshFrame {
+        kind: Some(pb::mesh_frame::Kind::Direct(d)),
+    }) = pb::MeshFrame::decode(frame)
+    else {
+        return false;
+    };
+    matches!(
+        pb::ChordMessage::decode(d.payload),
+        Ok(pb::ChordMessage {
+            kind: Some(Kind::JoinAck(_))
+        })
+    )
+}
+
 /// A newcomer whose join acknowledgement is lost still joins. Its successor already counts it as
 /// its predecessor, so a fresh lookup of the newcomer's position finds no owner; the newcomer
 /// asks the successor it found again.
@@ -500,18 +516,7 @@ fn a_newcomer_whose_join_ack_is_lost_still_joins() {
         if dropped || to != 4 {
             return false;
         }
-        let Ok(pb::MeshFrame {
-            kind: Some(pb::mesh_frame::Kind::Direct(d)),
-        }) = pb::MeshFrame::decode(frame)
-        else {
-            return false;
-        };
-        dropped = matches!(
-            pb::ChordMessage::decode(d.payload),
-            Ok(pb::ChordMessage {
-                kind: Some(Kind::JoinAck(_))
-            })
-        );
+        dropped = is_join_ack(frame);
         dropped
     });
     r.join(4, 0);
@@ -537,18 +542,7 @@ fn a_newcomer_whose_join_acks_are_all_lost_for_a_while_still_joins() {
         if dropped >= 4 || to != 4 {
             return false;
         }
-        let Ok(pb::MeshFrame {
-            kind: Some(pb::mesh_frame::Kind::Direct(d)),
-        }) = pb::MeshFrame::decode(frame)
-        else {
-            return false;
-        };
-        let ack = matches!(
-            pb::ChordMessage::decode(d.payload),
-            Ok(pb::ChordMessage {
-                kind: Some(Kind::JoinAck(_))
-            })
-        );
+        let ack = is_join_ack(frame);
         dropped += usize::from(ack);
         ack
     });

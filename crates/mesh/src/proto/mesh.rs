@@ -179,8 +179,9 @@ pub struct Inbound {
 #[derive(Debug, Clone)]
 pub struct Relay {
     frame: pb::Flood,
-    /// The body decoded, when it is known to re-encode to itself (it came compacted).
-    canonical: Option<Box<pb::FloodBody>>,
+    /// Whether the body is known to re-encode to itself (it came compacted, and was re-encoded
+    /// here).
+    canonical: bool,
     except: ConnId,
     /// Who sent it to us, and who issued it: peers they are known to reach are skipped.
     from: PeerId,
@@ -492,7 +493,7 @@ impl Mesh {
             ..Default::default()
         };
         let conns: Vec<ConnId> = self.by_peer.values().copied().collect();
-        self.send_flood(&conns, flood, Some(decoded), true);
+        self.send_flood(&conns, flood, Some(decoded), true, true);
         Ok(id)
     }
 
@@ -1015,7 +1016,7 @@ impl Mesh {
                 hops_left: f.hops_left - 1,
                 ..f
             },
-            canonical: came_compact.then(|| Box::new(body.clone())),
+            canonical: came_compact,
             except: conn,
             from: peer,
             origin,
@@ -1080,7 +1081,7 @@ impl Mesh {
             return;
         }
         self.stats.forwarded += conns.len() as u64;
-        self.send_flood(&conns, relay.frame, relay.canonical.map(|b| *b), false);
+        self.send_flood(&conns, relay.frame, None, relay.canonical, false);
     }
 
     /// The place (from 1) of `protocol` in the list the peer on `conn` gave in its handshake,
@@ -1093,22 +1094,27 @@ impl Mesh {
 
     /// Sends a flood on each of `conns`: compacted for the peers that take it (the protocol by
     /// its place in their list, and, for `own` floods, the origin left out, since the peer
-    /// receives it from the origin), whole to the others. `canonical` is its body decoded, if
-    /// known to re-encode to itself; otherwise that is checked here.
+    /// receives it from the origin), whole to the others. `decoded` is its body decoded, if at
+    /// hand; `canonical`, whether the body is known to re-encode to itself (otherwise that is
+    /// checked here, when some peer takes compact floods).
     fn send_flood(
         &mut self,
         conns: &[ConnId],
         flood: pb::Flood,
-        canonical: Option<pb::FloodBody>,
+        decoded: Option<pb::FloodBody>,
+        canonical: bool,
         own: bool,
     ) {
         let compactable = conns
             .iter()
             .any(|&c| self.conns.get(&c).is_some_and(|c| c.compact));
-        let body = if compactable {
-            canonical.or_else(|| flood::canonical(&flood.body))
-        } else {
-            None
+        let body = match (compactable, decoded, canonical) {
+            (false, _, _) => None,
+            (true, Some(body), true) => Some(body),
+            (true, _, true) => {
+                rs2p_base::wire::decode_bytes::<pb::FloodBody>(flood.body.clone()).ok()
+            }
+            (true, _, false) => flood::canonical(&flood.body),
         };
         let Some(body) = body else {
             let frame = encode(Kind::Flood(flood));

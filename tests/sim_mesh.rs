@@ -863,13 +863,14 @@ fn a_timer_armed_again_from_its_callback_runs_at_the_next_tick() {
     }
 }
 
-/// Compact floods (the origin left out when the origin sends, the protocol named by its place in
-/// the receiver's handshake list) go only to peers whose handshake says they read them: a node
-/// from before them gets every flood whole. Everyone gets every flood once.
+/// Flat floods (the body's fields inline, the origin left out when the origin sends, the
+/// protocol named by its place in the receiver's handshake list) go only to peers whose handshake
+/// says they read them: nodes from before them (one without any feature, one that reads only the
+/// older compact floods) get every flood whole. Everyone gets every flood once.
 #[test]
-fn compact_floods_go_only_to_peers_that_read_them() {
+fn flat_floods_go_only_to_peers_that_read_them() {
     use prost::Message;
-    use rs2p_mesh::proto::{Context, Handler, InboundMessage, Verdict};
+    use rs2p_mesh::proto::{Context, Handler, InboundMessage, Verdict, FEATURE_COMPACT_FLOODS};
     use std::sync::{Arc, Mutex};
 
     type Got = Arc<Mutex<Vec<(usize, Bytes)>>>;
@@ -886,9 +887,9 @@ fn compact_floods_go_only_to_peers_that_read_them() {
 
     let mut cfg = rs2p_mesh::MeshConfig::default();
     cfg.min_peers = 0;
-    let mut sim = Sim::with_config(17, 4, cfg);
+    let mut sim = Sim::with_config(17, 5, cfg);
     let got: Got = Arc::default();
-    for i in 0..4 {
+    for i in 0..5 {
         let now = sim.node_now(i);
         if i == 2 {
             // Node 2 registered another protocol first: the place differs per peer.
@@ -901,25 +902,34 @@ fn compact_floods_go_only_to_peers_that_read_them() {
             .unwrap();
     }
     sim.set_legacy(3);
-    /// (from, to, protocol_ref, origin_is_sender) of each flood frame.
-    type Seen = Arc<Mutex<Vec<(usize, usize, u32, bool)>>>;
+    sim.set_features(4, FEATURE_COMPACT_FLOODS);
+    /// (from, to, flat, protocol_ref, origin left out) of each flood frame.
+    type Seen = Arc<Mutex<Vec<(usize, usize, bool, u32, bool)>>>;
     let seen: Seen = Arc::default();
     let log = seen.clone();
     sim.drop_frames_where(move |from, to, frame| {
-        if let Ok(pb::MeshFrame {
-            kind: Some(Kind::Flood(f)),
-        }) = pb::MeshFrame::decode(frame)
-        {
-            log.lock()
+        match pb::MeshFrame::decode(frame) {
+            Ok(pb::MeshFrame {
+                kind: Some(Kind::Flood(f)),
+            }) => log
+                .lock()
                 .unwrap()
-                .push((from, to, f.protocol_ref, f.origin_is_sender));
+                .push((from, to, false, f.protocol_ref, f.origin_is_sender)),
+            Ok(pb::MeshFrame {
+                kind: Some(Kind::FlatFlood(f)),
+            }) => log
+                .lock()
+                .unwrap()
+                .push((from, to, true, f.protocol_ref, f.origin.is_empty())),
+            _ => {}
         }
         false
     });
-    // 0 - 1, and 1 relays to 2 and to the old node 3.
+    // 0 - 1, and 1 relays to 2 and to the old nodes 3 and 4.
     sim.link(0, 1, Faults::NONE);
     sim.link(1, 2, Faults::NONE);
     sim.link(1, 3, Faults::NONE);
+    sim.link(1, 4, Faults::NONE);
     sim.run_until_idle();
     sim.broadcast(0, "/sim/1", &b"compact"[..]);
     sim.run_until_idle();
@@ -927,14 +937,24 @@ fn compact_floods_go_only_to_peers_that_read_them() {
     seen.sort();
     assert_eq!(
         seen,
-        vec![(0, 1, 1, true), (1, 2, 2, false), (1, 3, 0, false)],
-        "(from, to, protocol_ref, origin_is_sender) of each flood frame"
+        vec![
+            (0, 1, true, 1, true),
+            (1, 2, true, 2, false),
+            (1, 3, false, 0, false),
+            (1, 4, false, 0, false)
+        ],
+        "(from, to, flat, protocol_ref, origin left out) of each flood frame"
     );
     let mut got = got.lock().unwrap().clone();
     got.sort();
     let payload = Bytes::from_static(b"compact");
     assert_eq!(
         got,
-        vec![(1, payload.clone()), (2, payload.clone()), (3, payload)]
+        vec![
+            (1, payload.clone()),
+            (2, payload.clone()),
+            (3, payload.clone()),
+            (4, payload)
+        ]
     );
 }

@@ -353,6 +353,122 @@ fn a_flooded_batch_without_its_owner_is_owned_by_the_flood_origin_and_checked_ag
     assert_eq!(refused.get("BadSignature"), Some(&1), "{refused:?}");
 }
 
+/// A live batch travels relative to its flood (each record's time and version left out, as
+/// the flood's), through relays too, and is rebuilt to the bytes its owner signed. A relative
+/// record whose rebuilt time is not the signed one fails the signature; relative records outside
+/// a flood, or beside plain ones, are refused and count against the sender.
+#[test]
+fn live_batches_travel_relative_to_their_flood() {
+    use prost::Message;
+    use rs2p_base::wire::pb;
+    use rs2p_sync::proto::record::{seal, Record};
+    use rs2p_sync::proto::relative::flood_record;
+    use std::sync::{Arc, Mutex};
+
+    let mut w = World::new(9, 3, true);
+    w.sim.link(0, 1, Faults::NONE);
+    w.sim.link(1, 2, Faults::NONE);
+    w.sim.run_until_idle();
+    // (flood records, plain records) of every live batch node 0 floods to node 1.
+    let batches: Arc<Mutex<Vec<(usize, usize)>>> = Arc::default();
+    let log = batches.clone();
+    w.sim.drop_frames_where(move |from, to, frame| {
+        let payload = match pb::MeshFrame::decode(frame) {
+            Ok(pb::MeshFrame {
+                kind: Some(pb::mesh_frame::Kind::FlatFlood(f)),
+            }) => f.payload,
+            _ => return false,
+        };
+        if let (
+            0,
+            1,
+            Ok(pb::SyncMessage {
+                kind: Some(pb::sync_message::Kind::Live(b)),
+            }),
+        ) = (from, to, pb::SyncMessage::decode(payload))
+        {
+            log.lock()
+                .unwrap()
+                .push((b.flood_records.len(), b.records.len()));
+        }
+        false
+    });
+    assert!(w.write(0, "k", Some("v")));
+    w.sim.run_until_idle();
+    assert_eq!(*batches.lock().unwrap(), vec![(1, 0)]);
+    for i in 1..3 {
+        assert_eq!(
+            w.dictionary(i).get(&Bytes::from("k")),
+            Some(&Bytes::from("v")),
+            "node {i}"
+        );
+    }
+
+    // Node 0 now plays a hostile peer.
+    let origin = w.sim.keypair(0);
+    let now = w.sim.node_now(1);
+    let rec = |key: &str, t: u64| Record {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        value: Bytes::from_static(b"v"),
+        tombstone: false,
+        owner: origin.peer_id(),
+        issued_at: t,
+        version: t << 10,
+        lease_until: t + 20_000,
+    };
+    let network = w.network;
+    let relative = |key: &str, t: u64, flood_ms: u64| {
+        let (stored, batch) = seal(&origin, &network, vec![rec(key, t)]);
+        pb::RecordBatch {
+            owner: Bytes::new(),
+            records: vec![],
+            flood_records: vec![flood_record(&stored[0], flood_ms).unwrap()],
+            ..batch
+        }
+    };
+    let strikes = |w: &World| {
+        w.sim
+            .node(1)
+            .mesh()
+            .stats()
+            .peers
+            .get(&w.sim.id(0))
+            .map_or(0, |p| p.strikes)
+    };
+    // Written relative to a flood 5 ms older than the one that carries it: rebuilt, its time is
+    // 5 ms later than the one signed.
+    inject_live(&mut w, relative("shifted", now - 5, now - 5));
+    let refused = w.machines[1].lock().stats().refused.clone();
+    assert_eq!(refused.get("BadSignature"), Some(&1), "{refused:?}");
+    assert_eq!(strikes(&w), 1);
+    // Relative and plain records in one batch.
+    let mut both = relative("both", now, now);
+    both.records = vec![Bytes::from_static(b"\x0a\x01k")];
+    inject_live(&mut w, both);
+    assert_eq!(strikes(&w), 2);
+    // Relative records point to point: there is no flood to be relative to.
+    inject_direct(
+        &mut w,
+        pb::sync_message::Kind::Live(relative("direct", now, now)),
+    );
+    assert_eq!(strikes(&w), 3);
+    for key in ["shifted", "both", "direct"] {
+        for i in 1..3 {
+            assert!(
+                w.machines[i].lock().store().key(key.as_bytes()).is_none(),
+                "{key} stored on node {i}"
+            );
+        }
+    }
+    // The same record, relative to the flood that carries it: stored.
+    inject_live(&mut w, relative("right", now, now));
+    assert_eq!(strikes(&w), 3);
+    assert_eq!(
+        w.dictionary(2).get(&Bytes::from("right")),
+        Some(&Bytes::from("v"))
+    );
+}
+
 /// A newcomer that connects to several nodes at once receives the dictionary once: it asks one
 /// of them for the whole dictionary, and starts or answers no repair with the others while that
 /// transfer is on its way (each of them would push every key it has not received yet). What

@@ -41,6 +41,7 @@
 mod error;
 pub mod merkle;
 pub mod record;
+pub mod relative;
 pub mod resolve;
 mod verified;
 

@@ -172,6 +172,7 @@ fn seal_with(
         records: raws.clone(),
         leaves: vec![],
         indices: vec![],
+        flood_records: vec![],
     };
     let stored = records
         .into_iter()
@@ -246,7 +247,9 @@ fn open_inner(
     } else {
         [0; 64]
     };
+    // Relative records are rebuilt by the socket that knows their flood, before they get here.
     if batch.records.is_empty()
+        || !batch.flood_records.is_empty()
         || batch.records.len() > MAX_LEAVES
         || batch.leaves.len() > MAX_LEAVES
     {
@@ -422,6 +425,7 @@ pub fn regroup<'a>(records: impl IntoIterator<Item = &'a Arc<Stored>>) -> Vec<pb
                 } else {
                     members.iter().map(|s| s.index).collect()
                 },
+                flood_records: vec![],
             }
         })
         .collect()

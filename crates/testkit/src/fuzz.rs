@@ -100,9 +100,26 @@ pub fn sync_messages(data: &[u8]) {
                 protocol: rs2p_sync::PROTOCOL.into(),
                 payload,
             })
+        } else if i % 4 == 3 {
+            // Every other flood is flat, the origin left out (it is the sender, node 0), the
+            // protocol named by its place in node 1's list (or by a place that is not).
+            let protocol_ref = (i % 3) as u32;
+            pb::mesh_frame::Kind::FlatFlood(pb::FlatFlood {
+                protocol_ref,
+                seq: i as u64,
+                issued_at_ms: now,
+                payload,
+                hops_left: 3,
+                protocol: if protocol_ref == 0 {
+                    rs2p_sync::PROTOCOL.into()
+                } else {
+                    String::new()
+                },
+                ..Default::default()
+            })
         } else {
-            // Every other flood is compact: the origin left out (it is the sender, node 0),
-            // the protocol named by its place in node 1's list (or by a place that is not).
+            // The others are whole, or compact as older nodes send them: the origin left out,
+            // the protocol named by its place (or by a place that is not).
             let compact = i % 4 == 1;
             let protocol_ref = if compact { (i % 3) as u32 } else { 0 };
             let body = rs2p_wire::encode(&pb::FloodBody {

@@ -111,8 +111,8 @@ pub struct Sim {
     dial_faults: Faults,
     /// Frames to drop on purpose: `(from, to, frame)` gives true for a frame to lose.
     drop_if: Option<DropFilter>,
-    /// Nodes whose handshakes name no wire features, as a node from before them would.
-    legacy: Vec<bool>,
+    /// The wire features each node's handshakes name (`None`: this version's).
+    features: Vec<Option<u32>>,
 }
 
 /// A test's choice of frames to lose: `(from, to, frame bytes)` gives true to drop the frame.
@@ -192,14 +192,20 @@ impl Sim {
             side: None,
             dial_faults: Faults::NONE,
             drop_if: None,
-            legacy: vec![false; n],
+            features: vec![None; n],
         }
     }
 
     /// From now on node `i`'s handshakes name no optional wire features, as a node from before
     /// them would: its peers send it only what such a node reads (links opened later).
     pub fn set_legacy(&mut self, i: usize) {
-        self.legacy[i] = true;
+        self.set_features(i, 0);
+    }
+
+    /// From now on node `i`'s handshakes name the wire features `bits` (as an older version's
+    /// would), for links opened later.
+    pub fn set_features(&mut self, i: usize, bits: u32) {
+        self.features[i] = Some(bits);
     }
 
     /// The number of nodes.
@@ -415,18 +421,14 @@ impl Sim {
         self.conn_links[a].insert(ca, idx);
         self.conn_links[b].insert(cb, idx);
         let (now_a, now_b) = (self.node_now(a), self.node_now(b));
-        // What each would say in its handshake: its protocols and wire features (none for a
-        // node played as one from before them, see `Sim::set_legacy`).
+        // What each would say in its handshake: its protocols and wire features (fewer for a
+        // node played as an older one, see `Sim::set_features`).
         let remote = |j: usize| RemoteInfo {
             peer_id: self.ids[j],
             listen_addrs: vec![Self::fake_addr(j)],
             protocols: self.nodes[j].protocols(),
             incarnation: 1,
-            features: if self.legacy[j] {
-                0
-            } else {
-                rs2p_mesh::proto::FEATURES
-            },
+            features: self.features[j].unwrap_or(rs2p_mesh::proto::FEATURES),
         };
         let (ra, rb) = (remote(b), remote(a));
         self.nodes[a].handle_established(

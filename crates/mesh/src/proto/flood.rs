@@ -57,8 +57,12 @@ pub(crate) fn body(
 /// a node sends them only to peers that set it.
 pub const FEATURE_COMPACT_FLOODS: u32 = 1;
 
+/// The handshake feature bit of flat floods (`MeshFrame.flat_flood`): a node sends floods so
+/// to peers that set it, and whole to the others.
+pub const FEATURE_FLAT_FLOODS: u32 = 2;
+
 /// The wire features this mesh understands, for its handshakes.
-pub const FEATURES: u32 = FEATURE_COMPACT_FLOODS;
+pub const FEATURES: u32 = FEATURE_COMPACT_FLOODS | FEATURE_FLAT_FLOODS;
 
 /// A flood's body as the origin encoded it, decoded, if it re-encodes to exactly those bytes:
 /// only then can it be sent compacted (the receiver re-encodes it to get the origin's bytes back).
@@ -67,8 +71,76 @@ pub(crate) fn canonical(body: &Bytes) -> Option<pb::FloodBody> {
     (rs2p_base::wire::encode(&decoded) == *body).then_some(decoded)
 }
 
+/// `flood`, whose body is `body` (decoded, and known to re-encode to itself), as a flat flood
+/// for a peer: without the origin when `own` (the peer receives it from its origin), and with
+/// the protocol named by its place in the peer's handshake list when `protocol_ref` is not 0.
+pub(crate) fn flatten(
+    flood: &pb::Flood,
+    body: &pb::FloodBody,
+    own: bool,
+    protocol_ref: u32,
+) -> pb::FlatFlood {
+    pb::FlatFlood {
+        protocol_ref,
+        origin: if own {
+            Bytes::new()
+        } else {
+            body.origin.clone()
+        },
+        seq: body.seq,
+        issued_at_ms: body.issued_at_ms,
+        payload: body.payload.clone(),
+        hops_left: flood.hops_left,
+        signature: flood.signature.clone(),
+        protocol: if protocol_ref == 0 {
+            body.protocol.clone()
+        } else {
+            String::new()
+        },
+    }
+}
+
+/// The flood that a flat flood from `sender` stands for (its body rebuilt and encoded: the
+/// origin's bytes), and that body decoded. `Err` when it names its protocol both ways, or by a
+/// place this node never listed (`protocols` is the list it sent in its handshake).
+pub(crate) fn inflate(
+    f: pb::FlatFlood,
+    sender: &PeerId,
+    protocols: &[String],
+) -> Result<(pb::Flood, pb::FloodBody), ()> {
+    let protocol = if f.protocol_ref == 0 {
+        f.protocol
+    } else {
+        if !f.protocol.is_empty() {
+            return Err(());
+        }
+        let i = usize::try_from(f.protocol_ref - 1).map_err(|_| ())?;
+        protocols.get(i).ok_or(())?.clone()
+    };
+    let body = pb::FloodBody {
+        origin: if f.origin.is_empty() {
+            Bytes::copy_from_slice(sender.as_bytes())
+        } else {
+            f.origin
+        },
+        seq: f.seq,
+        issued_at_ms: f.issued_at_ms,
+        protocol,
+        payload: f.payload,
+    };
+    let flood = pb::Flood {
+        body: rs2p_base::wire::encode(&body),
+        signature: f.signature,
+        hops_left: f.hops_left,
+        ..Default::default()
+    };
+    Ok((flood, body))
+}
+
 /// `body` without its origin (when `drop_origin`) and without its protocol (when
-/// `drop_protocol`), for a compact flood.
+/// `drop_protocol`), as older nodes compact floods (`Flood.protocol_ref`,
+/// `Flood.origin_is_sender`).
+#[cfg(test)]
 pub(crate) fn compact_body(body: &pb::FloodBody, drop_origin: bool, drop_protocol: bool) -> Bytes {
     rs2p_base::wire::encode(&pb::FloodBody {
         origin: if drop_origin {
@@ -125,6 +197,7 @@ pub(crate) fn expand(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use prost::Message;
 
     fn protocols() -> Vec<String> {
         vec!["/a/1".into(), "/rs2p/sync/1".into(), "/c/9".into()]
@@ -166,6 +239,42 @@ mod tests {
             prop_assert_eq!(&f.body, &bytes);
             prop_assert_eq!(msg_id(&f.body), msg_id(&bytes));
             prop_assert_eq!((f.protocol_ref, f.origin_is_sender, f.hops_left), (0, false, hops));
+        }
+
+        /// Flattened for a peer and inflated there, a flood is the origin's again (body bytes,
+        /// signature, hops), and the flat frame is smaller than the whole one.
+        #[test]
+        fn a_flat_flood_inflates_to_the_origins_flood(
+            origin in any::<[u8; 32]>(),
+            sender in any::<[u8; 32]>(),
+            seq in any::<u64>(),
+            issued in any::<u64>(),
+            which in 0usize..4,
+            payload in proptest::collection::vec(any::<u8>(), 0..300),
+            signature in proptest::collection::vec(any::<u8>(), 0..65),
+            own in any::<bool>(),
+            hops in any::<u32>(),
+        ) {
+            let origin = PeerId::from_slice(&origin).unwrap();
+            // The origin's own flood comes from the origin; a relayed one from anyone.
+            let sender = if own { origin } else { PeerId::from_slice(&sender).unwrap() };
+            let list = protocols();
+            let protocol = list.get(which).cloned().unwrap_or_else(|| "/not/listed".into());
+            let full = body(&origin, seq, issued, &protocol, payload.into());
+            let whole = pb::Flood {
+                body: rs2p_base::wire::encode(&full),
+                signature: signature.into(),
+                hops_left: hops,
+                ..Default::default()
+            };
+            let protocol_ref = list.iter().position(|p| *p == protocol).map_or(0, |i| i as u32 + 1);
+            let flat = flatten(&whole, &full, own, protocol_ref);
+            let whole_len = pb::MeshFrame { kind: Some(pb::mesh_frame::Kind::Flood(whole.clone())) }.encoded_len();
+            let flat_len = pb::MeshFrame { kind: Some(pb::mesh_frame::Kind::FlatFlood(flat.clone())) }.encoded_len();
+            prop_assert!(flat_len < whole_len);
+            let (back, decoded) = inflate(flat, &sender, &list).unwrap();
+            prop_assert_eq!(&back, &whole);
+            prop_assert_eq!(decoded, full);
         }
 
         /// A body that does not re-encode to itself (fields out of order, say) is never
@@ -218,5 +327,28 @@ mod tests {
         let mut f = flood(whole.clone(), 0, false);
         assert_eq!(expand(&mut f, &origin, &list), Ok(None));
         assert_eq!(f.body, whole);
+    }
+
+    #[test]
+    fn a_flat_flood_that_names_its_protocol_twice_or_by_an_unlisted_place_is_refused() {
+        let sender = PeerId::from_slice(&[5; 32]).unwrap();
+        let list = protocols();
+        let flat = |protocol_ref, protocol: &str| pb::FlatFlood {
+            protocol_ref,
+            protocol: protocol.into(),
+            seq: 1,
+            ..Default::default()
+        };
+        assert!(inflate(flat(1, "/a/1"), &sender, &list).is_err());
+        assert!(inflate(flat(4, ""), &sender, &list).is_err());
+        assert!(inflate(flat(u32::MAX, ""), &sender, &list).is_err());
+        // Named either way, it stands for the same body; the origin is the sender's.
+        let (by_name, _) = inflate(flat(0, "/c/9"), &sender, &list).unwrap();
+        let (by_place, body) = inflate(flat(3, ""), &sender, &list).unwrap();
+        assert_eq!(by_name, by_place);
+        assert_eq!(
+            (body.origin.as_ref(), body.protocol.as_str()),
+            (sender.as_bytes().as_slice(), "/c/9")
+        );
     }
 }

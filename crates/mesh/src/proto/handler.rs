@@ -35,6 +35,10 @@ pub struct InboundMessage {
     pub delivery: Delivery,
     /// The payload, as the origin sent it.
     pub payload: Bytes,
+    /// For a flood, the time its origin gave it (Unix ms, the origin's [`Context::now`] when it
+    /// called [`Context::broadcast`]), within the mesh's age and clock-skew limits; `None` for a
+    /// direct message.
+    pub issued_at: Option<Millis>,
 }
 
 /// What a handler says about a flooded message it received.
@@ -171,7 +175,8 @@ impl Context<'_> {
         });
     }
 
-    /// Floods `payload` to every node of the mesh (not delivered to this node's own handler).
+    /// Floods `payload` to every node of the mesh (not delivered to this node's own handler). The
+    /// flood's time, which its receivers see as [`InboundMessage::issued_at`], is [`Self::now`].
     pub fn broadcast(&mut self, payload: impl Into<Bytes>) {
         self.actions.push(Action::Broadcast {
             payload: payload.into(),

@@ -173,6 +173,8 @@ pub struct Inbound {
     pub relay: Option<Relay>,
     /// True for a flood.
     pub flooded: bool,
+    /// A flood's time as its origin stated it (`FloodBody.issued_at_ms`).
+    pub issued_at: Option<Millis>,
 }
 
 /// A flood waiting for its handler's verdict before it is relayed.
@@ -204,9 +206,9 @@ struct Conn {
     bye: bool,
     /// When the peer's process started, as it said in the handshake (0: it did not say).
     incarnation: u64,
-    /// Whether the peer takes compact floods, and the protocols it listed in its handshake
-    /// (what they name protocols by).
-    compact: bool,
+    /// Whether the peer takes flat floods, and the protocols it listed in its handshake (what
+    /// they name protocols by).
+    flat: bool,
     protocols: Vec<String>,
     /// Bytes queued for the peer and not yet written, as the driver last reported.
     backlog: usize,
@@ -609,7 +611,7 @@ impl Mesh {
                 vouched: false,
                 bye: false,
                 incarnation: remote.incarnation,
-                compact: remote.features & flood::FEATURE_COMPACT_FLOODS != 0,
+                flat: remote.features & flood::FEATURE_FLAT_FLOODS != 0,
                 protocols: remote.protocols,
                 backlog: 0,
                 last_recv: now,
@@ -825,6 +827,13 @@ impl Mesh {
         }
         match kind {
             Kind::Flood(f) => self.on_flood(conn, peer, f, now),
+            Kind::FlatFlood(f) => {
+                self.count_message(peer);
+                match flood::inflate(f, &peer, &self.protocols) {
+                    Ok((f, body)) => self.on_whole_flood(conn, peer, f, Some(body), now),
+                    Err(()) => self.malformed(peer, now),
+                }
+            }
             Kind::Direct(d) => {
                 self.count_message(peer);
                 self.out.push_back(Output::Deliver(Inbound {
@@ -834,6 +843,7 @@ impl Mesh {
                     payload: d.payload,
                     relay: None,
                     flooded: false,
+                    issued_at: None,
                 }));
             }
             Kind::Peers(list) => self.on_peer_list(peer, list, now),
@@ -949,6 +959,19 @@ impl Mesh {
             self.malformed(peer, now);
             return;
         };
+        self.on_whole_flood(conn, peer, f, expanded, now);
+    }
+
+    /// A flood with its body as the origin encoded it; `expanded` is that body decoded, when it
+    /// came compacted (so it was rebuilt and re-encoded here).
+    fn on_whole_flood(
+        &mut self,
+        conn: ConnId,
+        peer: PeerId,
+        f: pb::Flood,
+        expanded: Option<pb::FloodBody>,
+        now: Millis,
+    ) {
         let id = flood::msg_id(&f.body);
         if self.seen.contains(id, now) {
             self.stats.duplicates += 1;
@@ -1035,6 +1058,7 @@ impl Mesh {
             payload: body.payload,
             relay,
             flooded: true,
+            issued_at: Some(body.issued_at_ms),
         }));
     }
 
@@ -1085,18 +1109,18 @@ impl Mesh {
     }
 
     /// The place (from 1) of `protocol` in the list the peer on `conn` gave in its handshake,
-    /// if it takes compact floods and runs the protocol.
+    /// if it takes flat floods and runs the protocol.
     fn protocol_ref(&self, conn: ConnId, protocol: &str) -> Option<u32> {
-        let c = self.conns.get(&conn).filter(|c| c.compact)?;
+        let c = self.conns.get(&conn).filter(|c| c.flat)?;
         let i = c.protocols.iter().position(|p| p == protocol)?;
         u32::try_from(i + 1).ok()
     }
 
-    /// Sends a flood on each of `conns`: compacted for the peers that take it (the protocol by
-    /// its place in their list, and, for `own` floods, the origin left out, since the peer
-    /// receives it from the origin), whole to the others. `decoded` is its body decoded, if at
-    /// hand; `canonical`, whether the body is known to re-encode to itself (otherwise that is
-    /// checked here, when some peer takes compact floods).
+    /// Sends a flood on each of `conns`: flat for the peers that take it (the protocol by its
+    /// place in their list, and, for `own` floods, the origin left out, since the peer receives
+    /// it from the origin), whole to the others. `decoded` is its body decoded, if at hand;
+    /// `canonical`, whether the body is known to re-encode to itself (otherwise that is checked
+    /// here, when some peer takes flat floods).
     fn send_flood(
         &mut self,
         conns: &[ConnId],
@@ -1105,10 +1129,10 @@ impl Mesh {
         canonical: bool,
         own: bool,
     ) {
-        let compactable = conns
+        let flattenable = conns
             .iter()
-            .any(|&c| self.conns.get(&c).is_some_and(|c| c.compact));
-        let body = match (compactable, decoded, canonical) {
+            .any(|&c| self.conns.get(&c).is_some_and(|c| c.flat));
+        let body = match (flattenable, decoded, canonical) {
             (false, _, _) => None,
             (true, Some(body), true) => Some(body),
             (true, _, true) => {
@@ -1123,28 +1147,26 @@ impl Mesh {
             }
             return;
         };
-        // Built once each, on demand: the whole frame, and a compact frame per place of the
-        // protocol in the peers' lists (0: not there, named in the body; only for own floods).
+        // Built once each, on demand: the whole frame, and a flat frame per place of the
+        // protocol in the peers' lists (0: not there, named).
         let mut whole: Option<Bytes> = None;
-        let mut compact: Vec<(u32, Bytes)> = Vec::new();
+        let mut flat: Vec<(u32, Bytes)> = Vec::new();
         for &conn in conns {
             let Some(c) = self.conns.get(&conn) else {
                 continue;
             };
-            let protocol_ref = self.protocol_ref(conn, &body.protocol).unwrap_or(0);
-            // A relay to a peer that does not run the protocol has nothing to leave out.
-            let frame = if c.compact && (own || protocol_ref != 0) {
-                match compact.iter().find(|(r, _)| *r == protocol_ref) {
+            let frame = if c.flat {
+                let protocol_ref = self.protocol_ref(conn, &body.protocol).unwrap_or(0);
+                match flat.iter().find(|(r, _)| *r == protocol_ref) {
                     Some((_, f)) => f.clone(),
                     None => {
-                        let f = encode(Kind::Flood(pb::Flood {
-                            body: flood::compact_body(&body, own, protocol_ref != 0),
-                            signature: flood.signature.clone(),
-                            hops_left: flood.hops_left,
+                        let f = encode(Kind::FlatFlood(flood::flatten(
+                            &flood,
+                            &body,
+                            own,
                             protocol_ref,
-                            origin_is_sender: own,
-                        }));
-                        compact.push((protocol_ref, f.clone()));
+                        )));
+                        flat.push((protocol_ref, f.clone()));
                         f
                     }
                 }

@@ -11,7 +11,7 @@ mod seen_cache;
 mod shared;
 mod stats;
 
-pub use flood::{msg_id, FEATURES, FEATURE_COMPACT_FLOODS};
+pub use flood::{msg_id, FEATURES, FEATURE_COMPACT_FLOODS, FEATURE_FLAT_FLOODS};
 pub use handler::{Context, Delivery, Handler, InboundMessage, Verdict};
 pub use mesh::{CloseReason, ConnId, Direction, Inbound, Mesh, MeshEvent, Output, Relay};
 pub use node::Node;

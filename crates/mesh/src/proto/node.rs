@@ -229,6 +229,7 @@ impl Node {
                 Delivery::Direct
             },
             payload: inbound.payload.clone(),
+            issued_at: inbound.issued_at,
         };
         match self.call_handler(&inbound.protocol, now, |h, cx| h.on_message(cx, msg)) {
             Ok(verdict) => {

@@ -39,11 +39,11 @@ use crate::config::ms;
 use crate::{DelError, RecordError, SetError, SyncConfig};
 
 /// The sync socket's protocol id on the mesh.
-pub const PROTOCOL: &str = "/rs2p/sync/1";
+pub const PROTOCOL: &str = "/rs2p/sync/2";
 
 /// The protocol of sync sockets with unsigned records (`SyncConfig::signed` false): a separate
 /// dictionary from the signed one's.
-pub const PROTOCOL_UNSIGNED: &str = "/rs2p/sync-unsigned/1";
+pub const PROTOCOL_UNSIGNED: &str = "/rs2p/sync-unsigned/2";
 
 const REPAIR_TIMER: u64 = 1;
 const PUSH_TIMER: u64 = 2;
@@ -425,14 +425,28 @@ impl SyncMachine {
         } else {
             record::seal_unsigned(self.keypair.peer_id(), records)
         };
+        // Written relative to their flood (whose time is `now`) when every record can be.
+        let now = cx.now();
+        let relative: Option<Vec<Bytes>> = stored
+            .iter()
+            .map(|s| super::relative::flood_record(s, now))
+            .collect();
         for (s, &kh) in stored.into_iter().zip(hashes) {
             self.merge(kh, s);
         }
         // Flooded by its owner, the batch leaves its owner out: the flood's origin says it (and
         // the signature, checked against that id, proves it).
-        let wire = pb::RecordBatch {
-            owner: Bytes::new(),
-            ..wire
+        let wire = match relative {
+            Some(flood_records) => pb::RecordBatch {
+                owner: Bytes::new(),
+                records: Vec::new(),
+                flood_records,
+                ..wire
+            },
+            None => pb::RecordBatch {
+                owner: Bytes::new(),
+                ..wire
+            },
         };
         let msg = pb::SyncMessage {
             kind: Some(Kind::Live(wire)),
@@ -922,6 +936,19 @@ impl Handler for SyncMachine {
             Kind::Live(mut batch) => {
                 if batch.owner.is_empty() {
                     batch.owner = Bytes::copy_from_slice(msg.origin.as_bytes());
+                }
+                if !batch.flood_records.is_empty() {
+                    let (Some(flood_ms), true) = (msg.issued_at, batch.records.is_empty()) else {
+                        return Verdict::Reject;
+                    };
+                    let rebuilt: Result<Vec<Bytes>, _> = std::mem::take(&mut batch.flood_records)
+                        .into_iter()
+                        .map(|f| super::relative::rebuild(f, flood_ms))
+                        .collect();
+                    let Ok(records) = rebuilt else {
+                        return Verdict::Reject;
+                    };
+                    batch.records = records;
                 }
                 // Relayed even when every record was already here (repair may bring records
                 // before their flood): in a relay tree the nodes below may have no other way

@@ -4,7 +4,7 @@ mod chunk;
 pub mod hash_index;
 pub mod key_map;
 pub mod machine;
-pub use rs2p_record::{merkle, record, resolve};
+pub use rs2p_record::{merkle, record, relative, resolve};
 pub mod store;
 
 pub(crate) use machine::slices;

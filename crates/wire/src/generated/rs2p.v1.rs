@@ -46,6 +46,33 @@ pub struct RecordBatch {
     pub leaves: ::prost::alloc::vec::Vec<::prost::bytes::Bytes>,
     #[prost(uint32, repeated, tag = "5")]
     pub indices: ::prost::alloc::vec::Vec<u32>,
+    /// Only in a live batch, in place of `records`: encoded `FloodRecord`s, each the same record
+    /// written relative to the flood that carries the batch. The receiver rebuilds every `Record`
+    /// and its exact encoding (what the leaves are over) before it checks anything.
+    #[prost(bytes = "bytes", repeated, tag = "6")]
+    pub flood_records: ::prost::alloc::vec::Vec<::prost::bytes::Bytes>,
+}
+/// A record relative to the flood that carries it (`FloodBody.issued_at_ms`), for live batches:
+/// its time and version are usually the flood's, so both fields are then absent. It stands for
+///    Record { key, value, tombstone,
+///             issued_at_ms = flood time + after_ms,
+///             version      = issued_at_ms * 1024 + version_after,
+///             lease_ms     = lease_s * 1000 }
+/// and a sender writes it so only when that `Record`'s encoding is the one it signed.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FloodRecord {
+    #[prost(bytes = "bytes", tag = "1")]
+    pub key: ::prost::bytes::Bytes,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub value: ::prost::bytes::Bytes,
+    #[prost(bool, tag = "3")]
+    pub tombstone: bool,
+    #[prost(sint64, tag = "4")]
+    pub after_ms: i64,
+    #[prost(uint64, tag = "5")]
+    pub version_after: u64,
+    #[prost(uint64, tag = "6")]
+    pub lease_s: u64,
 }
 /// Anti-entropy descends a hash tree over key hashes: fanout 16, 4 levels (65 536 leaves). A node
 /// at level l covers the keys whose hash starts with its l hex digits; its value is the XOR of the
@@ -426,7 +453,7 @@ pub struct HandshakeConfirm {
 /// is exactly one `MeshFrame`, u32-length-prefixed inside the encrypted stream.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct MeshFrame {
-    #[prost(oneof = "mesh_frame::Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8")]
+    #[prost(oneof = "mesh_frame::Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
     pub kind: ::core::option::Option<mesh_frame::Kind>,
 }
 /// Nested message and enum types in `MeshFrame`.
@@ -449,6 +476,8 @@ pub mod mesh_frame {
         Goodbye(super::Goodbye),
         #[prost(message, tag = "8")]
         Tree(super::Tree),
+        #[prost(message, tag = "9")]
+        FlatFlood(super::FlatFlood),
     }
 }
 /// The signed part of a flooded message. Signatures and message ids are
@@ -485,7 +514,8 @@ pub struct Flood {
     /// Remaining hops; decremented by every relay, dropped at zero.
     #[prost(uint32, tag = "3")]
     pub hops_left: u32,
-    /// Compact floods, sent only to peers whose handshake set the feature bit.
+    /// Compact floods, which nodes send only to peers whose handshake sets
+    /// feature bit 0 (this version accepts them and sends `FlatFlood`s instead).
     /// Non-zero: `body` leaves out `FloodBody.protocol`, which is entry
     /// `protocol_ref - 1` of the protocols the receiver listed in its handshake.
     #[prost(uint32, tag = "4")]
@@ -496,6 +526,33 @@ pub struct Flood {
     /// that re-encode to themselves); ids and signatures are over those bytes.
     #[prost(bool, tag = "5")]
     pub origin_is_sender: bool,
+}
+/// A flood with its body's fields inline and without what the receiver knows,
+/// sent only to peers whose handshake sets feature bit 1. The receiver rebuilds
+/// the `FloodBody` (its origin is `origin`, or the sending peer when empty; its
+/// protocol is `protocol`, or entry `protocol_ref - 1` of the protocols the
+/// receiver listed in its handshake, never both) and encodes it, which gives
+/// back the origin's bytes exactly: a node sends a flood so only when its body
+/// re-encodes to itself. Ids and signatures are over those bytes, and the
+/// flood is relayed on as any other.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FlatFlood {
+    #[prost(uint32, tag = "1")]
+    pub protocol_ref: u32,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub origin: ::prost::bytes::Bytes,
+    #[prost(uint64, tag = "3")]
+    pub seq: u64,
+    #[prost(uint64, tag = "4")]
+    pub issued_at_ms: u64,
+    #[prost(bytes = "bytes", tag = "5")]
+    pub payload: ::prost::bytes::Bytes,
+    #[prost(uint32, tag = "6")]
+    pub hops_left: u32,
+    #[prost(bytes = "bytes", tag = "7")]
+    pub signature: ::prost::bytes::Bytes,
+    #[prost(string, tag = "8")]
+    pub protocol: ::prost::alloc::string::String,
 }
 /// A message to one directly connected peer.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -56,7 +56,7 @@ pub struct LocalInfo {
     /// hold a connection from an earlier run of the same identity keep the new one.
     pub incarnation: u64,
     /// Optional wire features this node understands, one bit each (the layers above define
-    /// them; the mesh's compact floods are bit 0).
+    /// them; the mesh's compact floods are bit 0, its flat floods bit 1).
     pub features: u32,
 }
 

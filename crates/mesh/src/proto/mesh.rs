@@ -247,8 +247,8 @@ pub struct Mesh {
     /// Protocols run here whose floods the mesh signs (an unsigned one is a forgery).
     mesh_signed: BTreeSet<String>,
     /// Every protocol run here, in the order registered: the list handshakes tell peers, which
-    /// compact floods name protocols by (only ever appended to, so a place a peer was told
-    /// keeps its protocol).
+    /// flat and compact floods name protocols by (only ever appended to, so a place a peer was
+    /// told keeps its protocol).
     protocols: Vec<String>,
     banned: BTreeMap<PeerId, Millis>,
     strikes: BTreeMap<PeerId, u32>,

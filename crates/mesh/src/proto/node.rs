@@ -58,7 +58,7 @@ impl Node {
         &mut self.mesh
     }
 
-    /// The protocol ids registered, in the order they were (what handshakes list: compact floods
+    /// The protocol ids registered, in the order they were (what handshakes list: flat floods
     /// name a protocol by its place there, so a later registration must not move the others).
     pub fn protocols(&self) -> Vec<String> {
         self.mesh.protocols().to_vec()

@@ -222,6 +222,16 @@ impl<T: Clone + Send + 'static> Events<T> {
     pub async fn next(&mut self) -> Option<EventItem<T>> {
         std::future::poll_fn(|cx| futures_core::Stream::poll_next(Pin::new(&mut *self), cx)).await
     }
+
+    /// The next event if one is already waiting, without waiting; `None` when none is (or every
+    /// sender is gone). For draining a burst of events before acting once on all of them.
+    pub fn try_next(&mut self) -> Option<EventItem<T>> {
+        let mut cx = TaskContext::from_waker(std::task::Waker::noop());
+        match futures_core::Stream::poll_next(Pin::new(&mut *self), &mut cx) {
+            Poll::Ready(item) => item,
+            Poll::Pending => None,
+        }
+    }
 }
 
 impl<T: Clone + Send + 'static> futures_core::Stream for Events<T> {
@@ -236,5 +246,30 @@ impl<T: Clone + Send + 'static> futures_core::Stream for Events<T> {
                 }
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn try_next_drains_what_is_waiting_and_never_waits() {
+        let (tx, rx) = broadcast::channel::<u32>(8);
+        let mut events = Events::new(rx);
+        assert!(events.try_next().is_none(), "nothing sent yet");
+        for i in 0..3 {
+            tx.send(i).unwrap();
+        }
+        let mut got = Vec::new();
+        while let Some(EventItem::Event(e)) = events.try_next() {
+            got.push(e);
+        }
+        assert_eq!(got, vec![0, 1, 2]);
+        // After a poll that found nothing, the stream still wakes a real waiter.
+        let waiter = tokio::spawn(async move { events.next().await.map(|_| ()) });
+        tokio::task::yield_now().await;
+        tx.send(3).unwrap();
+        assert_eq!(waiter.await.unwrap(), Some(()));
     }
 }

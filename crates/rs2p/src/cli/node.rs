@@ -379,7 +379,12 @@ async fn wait_len(s: &Socket, n: usize, t: Duration) -> Value {
             match &mut events {
                 // Any event (or a lag) is a reason to look again; the end of the stream (the
                 // node closed) means polling from now on.
-                Some(ev) => ev.next().await.is_some(),
+                Some(ev) => {
+                    let open = ev.next().await.is_some();
+                    // Events come in bursts (a batch of records): look again once per burst.
+                    while ev.try_next().is_some() {}
+                    open
+                }
                 None => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     true

@@ -12,7 +12,7 @@
 //! - [`net`] (feature `net`, on by default): the tokio driver behind [`MeshSocket`].
 //!
 //! A **socket type** is a [`Handler`] registered under a protocol id (the sync socket is
-//! `/rs2p/sync/1`); messages for protocols without a handler come out as
+//! `/rs2p/sync/2`); messages for protocols without a handler come out as
 //! [`MeshEvent::Message`], so the mesh is also usable on its own:
 //!
 //! ```

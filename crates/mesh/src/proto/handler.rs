@@ -57,7 +57,7 @@ pub enum Verdict {
 /// Every method receives a [`Context`] to act through. Methods are called from one task, one at a
 /// time, in the order events happened.
 pub trait Handler: Send + 'static {
-    /// The protocol id, such as `"/rs2p/sync/1"`: messages are routed by it.
+    /// The protocol id, such as `"/rs2p/sync/2"`: messages are routed by it.
     fn protocol(&self) -> &str;
 
     /// Whether this protocol authenticates its own payloads end to end (as the sync socket's

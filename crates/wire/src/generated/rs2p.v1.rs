@@ -425,7 +425,7 @@ pub struct HandshakePayload {
     /// Addresses the sender listens on ("ip:port"), as it sees them.
     #[prost(string, repeated, tag = "4")]
     pub listen_addrs: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
-    /// Socket protocols the sender has registered ("/rs2p/sync/1", ...).
+    /// Socket protocols the sender has registered ("/rs2p/sync/2", ...).
     #[prost(string, repeated, tag = "5")]
     pub protocols: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
     /// When the sender's process started (unix milliseconds); 0 if unknown. A
@@ -493,7 +493,7 @@ pub struct FloodBody {
     /// Unix time in milliseconds at which the origin sent it.
     #[prost(uint64, tag = "3")]
     pub issued_at_ms: u64,
-    /// The socket protocol the payload belongs to ("/rs2p/sync/1").
+    /// The socket protocol the payload belongs to ("/rs2p/sync/2").
     #[prost(string, tag = "4")]
     pub protocol: ::prost::alloc::string::String,
     /// Opaque to the mesh.

@@ -356,7 +356,7 @@ fn a_flooded_batch_without_its_owner_is_owned_by_the_flood_origin_and_checked_ag
 /// A live batch travels relative to its flood (each record's time and version left out, as
 /// the flood's), through relays too, and is rebuilt to the bytes its owner signed. A relative
 /// record whose rebuilt time is not the signed one fails the signature; relative records outside
-/// a flood, or beside plain ones, are refused and count against the sender.
+/// a flood, beside plain ones, or malformed are refused and count against the sender.
 #[test]
 fn live_batches_travel_relative_to_their_flood() {
     use prost::Message;
@@ -452,6 +452,13 @@ fn live_batches_travel_relative_to_their_flood() {
         pb::sync_message::Kind::Live(relative("direct", now, now)),
     );
     assert_eq!(strikes(&w), 3);
+    // A relative record that is not one (a field of the wrong wire type).
+    let mut junk = relative("junk", now, now);
+    junk.flood_records = vec![Bytes::from_static(&[0x0a, 0xff])];
+    inject_live(&mut w, junk);
+    assert_eq!(strikes(&w), 4);
+    let refused = w.machines[1].lock().stats().refused.clone();
+    assert_eq!(refused.get("Malformed"), Some(&1), "{refused:?}");
     for key in ["shifted", "both", "direct"] {
         for i in 1..3 {
             assert!(
@@ -462,7 +469,7 @@ fn live_batches_travel_relative_to_their_flood() {
     }
     // The same record, relative to the flood that carries it: stored.
     inject_live(&mut w, relative("right", now, now));
-    assert_eq!(strikes(&w), 3);
+    assert_eq!(strikes(&w), 4);
     assert_eq!(
         w.dictionary(2).get(&Bytes::from("right")),
         Some(&Bytes::from("v"))

@@ -945,8 +945,12 @@ impl Handler for SyncMachine {
                         .into_iter()
                         .map(|f| super::relative::rebuild(f, flood_ms))
                         .collect();
-                    let Ok(records) = rebuilt else {
-                        return Verdict::Reject;
+                    let records = match rebuilt {
+                        Ok(records) => records,
+                        Err(e) => {
+                            *self.stats.refused.entry(format!("{e:?}")).or_insert(0) += 1;
+                            return Verdict::Reject;
+                        }
                     };
                     batch.records = records;
                 }

@@ -441,24 +441,33 @@ fn live_batches_travel_relative_to_their_flood() {
     let refused = w.machines[1].lock().stats().refused.clone();
     assert_eq!(refused.get("BadSignature"), Some(&1), "{refused:?}");
     assert_eq!(strikes(&w), 1);
+    let malformed = |w: &World| {
+        w.machines[1]
+            .lock()
+            .stats()
+            .refused
+            .get("Malformed")
+            .copied()
+    };
     // Relative and plain records in one batch.
     let mut both = relative("both", now, now);
     both.records = vec![Bytes::from_static(b"\x0a\x01k")];
     inject_live(&mut w, both);
     assert_eq!(strikes(&w), 2);
+    assert_eq!(malformed(&w), Some(1));
     // Relative records point to point: there is no flood to be relative to.
     inject_direct(
         &mut w,
         pb::sync_message::Kind::Live(relative("direct", now, now)),
     );
     assert_eq!(strikes(&w), 3);
+    assert_eq!(malformed(&w), Some(2));
     // A relative record that is not one (a field of the wrong wire type).
     let mut junk = relative("junk", now, now);
     junk.flood_records = vec![Bytes::from_static(&[0x0a, 0xff])];
     inject_live(&mut w, junk);
     assert_eq!(strikes(&w), 4);
-    let refused = w.machines[1].lock().stats().refused.clone();
-    assert_eq!(refused.get("Malformed"), Some(&1), "{refused:?}");
+    assert_eq!(malformed(&w), Some(3));
     for key in ["shifted", "both", "direct"] {
         for i in 1..3 {
             assert!(

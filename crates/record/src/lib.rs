@@ -47,6 +47,7 @@ mod verified;
 
 pub use error::RecordError;
 pub use record::{
-    open, open_with, regroup, reopen, seal, seal_unsigned, short, BatchAuth, Limits, Record, Stored,
+    open, open_flooded, open_with, regroup, reopen, seal, seal_unsigned, short, BatchAuth, Limits,
+    Record, Stored,
 };
 pub use verified::VerifiedBatches;

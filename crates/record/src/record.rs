@@ -214,7 +214,7 @@ const MAX_LEAVES: usize = 1 << 16;
 /// Verifies a batch from the wire: its signature, and every record against `limits`. All or
 /// nothing: one bad record refuses the whole batch.
 pub fn open(batch: pb::RecordBatch, limits: &Limits) -> Result<Vec<Arc<Stored>>, RecordError> {
-    open_inner(batch, limits, None)
+    open_inner(batch, limits, None, true)
 }
 
 /// [`open`], remembering the batches it verifies in `verified` and skipping the root and the
@@ -225,13 +225,39 @@ pub fn open_with(
     limits: &Limits,
     verified: &mut VerifiedBatches,
 ) -> Result<Vec<Arc<Stored>>, RecordError> {
-    open_inner(batch, limits, Some(verified))
+    open_inner(batch, limits, Some(verified), true)
 }
 
+/// [`open_with`] for a live batch that came in a flood issued at `flood_ms`: its records are
+/// rebuilt from `flood_records` first (see [`crate::relative`]), when it has them; a batch with
+/// both kinds is [`RecordError::Malformed`].
+pub fn open_flooded(
+    mut batch: pb::RecordBatch,
+    flood_ms: u64,
+    limits: &Limits,
+    verified: &mut VerifiedBatches,
+) -> Result<Vec<Arc<Stored>>, RecordError> {
+    if batch.flood_records.is_empty() {
+        return open_with(batch, limits, verified);
+    }
+    if !batch.records.is_empty() || batch.flood_records.len() > MAX_LEAVES {
+        return Err(RecordError::Malformed);
+    }
+    batch.records = std::mem::take(&mut batch.flood_records)
+        .into_iter()
+        .map(|f| crate::relative::rebuild(f, flood_ms))
+        .collect::<Result<_, _>>()?;
+    // Each rebuilt record is an allocation of its own already.
+    open_inner(batch, limits, Some(verified), false)
+}
+
+/// `copy`: whether each record's bytes are copied out of the batch's (which may be a slice of a
+/// whole received frame).
 fn open_inner(
     batch: pb::RecordBatch,
     limits: &Limits,
     verified: Option<&mut VerifiedBatches>,
+    copy: bool,
 ) -> Result<Vec<Arc<Stored>>, RecordError> {
     let owner = PeerId::from_slice(&batch.owner).ok_or(RecordError::Malformed)?;
     let signed = !batch.signature.is_empty();
@@ -247,7 +273,7 @@ fn open_inner(
     } else {
         [0; 64]
     };
-    // Relative records are rebuilt by the socket that knows their flood, before they get here.
+    // Relative records are rebuilt first ([`open_flooded`]).
     if batch.records.is_empty()
         || !batch.flood_records.is_empty()
         || batch.records.len() > MAX_LEAVES
@@ -316,7 +342,11 @@ fn open_inner(
     let mut out = Vec::with_capacity(batch.records.len());
     for (raw, index) in batch.records.into_iter().zip(indices) {
         // Own allocation per record, so a stored record never pins a whole received frame.
-        let raw = Bytes::copy_from_slice(&raw);
+        let raw = if copy {
+            Bytes::copy_from_slice(&raw)
+        } else {
+            raw
+        };
         let p: pb::Record =
             rs2p_base::wire::decode_bytes(raw.clone()).map_err(|_| RecordError::Malformed)?;
         let record = check(p, owner, limits)?;

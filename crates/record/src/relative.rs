@@ -147,6 +147,56 @@ mod tests {
     }
 
     #[test]
+    fn a_flooded_batch_opens_from_its_relative_records_as_from_its_plain_ones() {
+        use crate::{open_flooded, open_with, Limits, VerifiedBatches};
+        let kp = Keypair::from_seed([6; 32]);
+        let t = 1_764_000_000_000;
+        let records = (0..3)
+            .map(|i| record(&kp, t + i, (t + i) * 1024, 60_000, i == 2))
+            .collect();
+        let (stored, plain) = seal(&kp, &[1; 32], records);
+        let relative = pb::RecordBatch {
+            records: vec![],
+            flood_records: stored.iter().map(|s| flood_record(s, t).unwrap()).collect(),
+            ..plain.clone()
+        };
+        let limits = Limits {
+            network_id: [1; 32],
+            now: t,
+            max_skew: 10_000,
+            max_lease: 3_600_000,
+            max_key_len: 64,
+            max_value_len: 64,
+            accept_unsigned: false,
+        };
+        let raws =
+            |v: Vec<std::sync::Arc<Stored>>| v.iter().map(|s| s.raw.clone()).collect::<Vec<_>>();
+        let mut verified = VerifiedBatches::default();
+        let from_plain = open_with(plain.clone(), &limits, &mut verified).unwrap();
+        let from_relative = open_flooded(
+            relative.clone(),
+            t,
+            &limits,
+            &mut VerifiedBatches::default(),
+        )
+        .unwrap();
+        assert_eq!(raws(from_relative), raws(from_plain));
+        // Relative records anywhere but through `open_flooded`, or beside plain ones: refused.
+        assert_eq!(
+            open_with(relative.clone(), &limits, &mut verified).err(),
+            Some(RecordError::Malformed)
+        );
+        let both = pb::RecordBatch {
+            records: plain.records.clone(),
+            ..relative
+        };
+        assert_eq!(
+            open_flooded(both, t, &limits, &mut verified).err(),
+            Some(RecordError::Malformed)
+        );
+    }
+
+    #[test]
     fn overflowing_numbers_are_malformed() {
         let huge = |f: pb::FloodRecord| rebuild(rs2p_base::wire::encode(&f), u64::MAX - 5);
         let base = pb::FloodRecord {

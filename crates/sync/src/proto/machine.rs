@@ -552,9 +552,20 @@ impl SyncMachine {
 
     /// Verifies and merges a batch; returns how many records were new and not in conflict with
     /// another owner's live lease (the ones worth relaying), or why it was refused.
-    fn receive_batch(&mut self, batch: pb::RecordBatch, now: u64) -> Result<Received, RecordError> {
+    /// Opens and stores a batch; `flood_ms` is the time of the flood that brought it, if one did
+    /// (its records may be written relative to it).
+    fn receive_batch(
+        &mut self,
+        batch: pb::RecordBatch,
+        flood_ms: Option<u64>,
+        now: u64,
+    ) -> Result<Received, RecordError> {
         let limits = self.limits(now);
-        let stored = match record::open_with(batch, &limits, &mut self.verified) {
+        let opened = match flood_ms {
+            Some(t) => record::open_flooded(batch, t, &limits, &mut self.verified),
+            None => record::open_with(batch, &limits, &mut self.verified),
+        };
+        let stored = match opened {
             Ok(s) => s,
             Err(e) => {
                 *self.stats.refused.entry(format!("{e:?}")).or_insert(0) += 1;
@@ -937,27 +948,10 @@ impl Handler for SyncMachine {
                 if batch.owner.is_empty() {
                     batch.owner = Bytes::copy_from_slice(msg.origin.as_bytes());
                 }
-                if !batch.flood_records.is_empty() {
-                    let (Some(flood_ms), true) = (msg.issued_at, batch.records.is_empty()) else {
-                        return Verdict::Reject;
-                    };
-                    let rebuilt: Result<Vec<Bytes>, _> = std::mem::take(&mut batch.flood_records)
-                        .into_iter()
-                        .map(|f| super::relative::rebuild(f, flood_ms))
-                        .collect();
-                    let records = match rebuilt {
-                        Ok(records) => records,
-                        Err(e) => {
-                            *self.stats.refused.entry(format!("{e:?}")).or_insert(0) += 1;
-                            return Verdict::Reject;
-                        }
-                    };
-                    batch.records = records;
-                }
                 // Relayed even when every record was already here (repair may bring records
                 // before their flood): in a relay tree the nodes below may have no other way
                 // to get it. Only a batch whose sole news broke a live lease is not relayed.
-                match self.receive_batch(batch, now) {
+                match self.receive_batch(batch, msg.issued_at, now) {
                     Ok(Received { new: 0, conflicts }) if conflicts > 0 => Verdict::Ignore,
                     Ok(_) => Verdict::Accept,
                     Err(_) => Verdict::Reject,
@@ -981,7 +975,7 @@ impl Handler for SyncMachine {
                     }
                 }
                 for b in t.batches {
-                    if self.receive_batch(b, now).is_err() {
+                    if self.receive_batch(b, None, now).is_err() {
                         verdict = Verdict::Reject;
                     }
                 }

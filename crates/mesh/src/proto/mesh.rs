@@ -181,8 +181,8 @@ pub struct Inbound {
 #[derive(Debug, Clone)]
 pub struct Relay {
     frame: pb::Flood,
-    /// Whether the body is known to re-encode to itself (it came compacted, and was re-encoded
-    /// here).
+    /// Whether the body is known to re-encode to itself (it came flat or compacted, and was
+    /// rebuilt here).
     canonical: bool,
     except: ConnId,
     /// Who sent it to us, and who issued it: peers they are known to reach are skipped.
@@ -963,7 +963,7 @@ impl Mesh {
     }
 
     /// A flood with its body as the origin encoded it; `expanded` is that body decoded, when it
-    /// came compacted (so it was rebuilt and re-encoded here).
+    /// came flat or compacted (so it was rebuilt and re-encoded here).
     fn on_whole_flood(
         &mut self,
         conn: ConnId,
@@ -977,9 +977,13 @@ impl Mesh {
             self.stats.duplicates += 1;
             if self.tree_link(peer, conn) {
                 // A duplicate from a relay: ask it to stop relaying this origin's floods to us.
-                let origin = rs2p_base::wire::decode_bytes::<pb::FloodBody>(f.body)
-                    .ok()
-                    .and_then(|b| PeerId::from_slice(&b.origin));
+                // A rebuilt body is at hand decoded; a whole one is decoded for its origin.
+                let origin = match expanded {
+                    Some(b) => PeerId::from_slice(&b.origin),
+                    None => rs2p_base::wire::decode_bytes::<pb::FloodBody>(f.body)
+                        .ok()
+                        .and_then(|b| PeerId::from_slice(&b.origin)),
+                };
                 if let Some(origin) = origin {
                     let mut msgs = Vec::new();
                     self.tree.on_duplicate(peer, origin, &mut msgs);
@@ -988,7 +992,7 @@ impl Mesh {
             }
             return;
         }
-        let came_compact = expanded.is_some();
+        let rebuilt = expanded.is_some();
         let decoded = match expanded {
             Some(body) => Ok(body),
             None => rs2p_base::wire::decode_bytes::<pb::FloodBody>(f.body.clone()),
@@ -1039,7 +1043,7 @@ impl Mesh {
                 hops_left: f.hops_left - 1,
                 ..f
             },
-            canonical: came_compact,
+            canonical: rebuilt,
             except: conn,
             from: peer,
             origin,

@@ -8,8 +8,9 @@ use super::seen_cache::MsgId;
 
 const SIGN_DOMAIN: &[u8] = b"rs2p/v1/flood";
 
-/// The id of a flood: a hash of its body bytes exactly as the origin encoded them (a compact
-/// flood's are put back first), so a forger can never make a message that takes a real one's id.
+/// The id of a flood: a hash of its body bytes exactly as the origin encoded them (a flat or
+/// compact flood's are rebuilt first), so a forger can never make a message that takes a real
+/// one's id.
 pub fn msg_id(body: &[u8]) -> MsgId {
     let h = hash256("rs2p/v1/msg-id", &[body]);
     let mut first = [0u8; 16];
@@ -65,7 +66,7 @@ pub const FEATURE_FLAT_FLOODS: u32 = 2;
 pub const FEATURES: u32 = FEATURE_COMPACT_FLOODS | FEATURE_FLAT_FLOODS;
 
 /// A flood's body as the origin encoded it, decoded, if it re-encodes to exactly those bytes:
-/// only then can it be sent compacted (the receiver re-encodes it to get the origin's bytes back).
+/// only then can it be sent flat (the receiver re-encodes it to get the origin's bytes back).
 pub(crate) fn canonical(body: &Bytes) -> Option<pb::FloodBody> {
     let decoded = rs2p_base::wire::decode_bytes::<pb::FloodBody>(body.clone()).ok()?;
     (rs2p_base::wire::encode(&decoded) == *body).then_some(decoded)

@@ -118,7 +118,10 @@ pub struct Keypair(SigningKey);
 impl Keypair {
     /// A fresh random key pair from the operating system's generator.
     pub fn generate() -> Self {
-        Self(SigningKey::generate(&mut rand::rngs::OsRng))
+        use rand::RngCore;
+        let mut seed = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut seed);
+        Self(SigningKey::from_bytes(&seed))
     }
 
     /// The key pair whose secret is `seed` (for tests and simulations; keep real seeds secret).

@@ -3,6 +3,7 @@
 //! `keys`, `items` and `wait-len` walk the whole ring.
 
 use std::collections::VecDeque;
+use std::fmt::Write as _;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -263,13 +264,20 @@ impl Output {
         let _ = stdout.flush();
     }
 
-    /// Several answers, written and flushed together.
+    /// Several answers, written together: one system call, where a line at a time would make
+    /// standard output (line-buffered) write each line alone.
     fn lines(&self, vs: &[Value]) {
-        let mut stdout = std::io::stdout().lock();
+        let mut text = String::new();
         for v in vs {
-            let text = if self.json { v.to_string() } else { human(v) };
-            let _ = writeln!(stdout, "{text}");
+            if self.json {
+                let _ = write!(text, "{v}");
+            } else {
+                text.push_str(&human(v));
+            }
+            text.push('\n');
         }
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(text.as_bytes());
         let _ = stdout.flush();
     }
 }

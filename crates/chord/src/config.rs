@@ -61,9 +61,9 @@ pub(crate) fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// What a chord message holds besides its records, at most: headers, signatures, the
-/// encryption tag.
-const FRAME_MARGIN: usize = 1024;
+// What a chord message holds besides its records, at most (headers, signatures, the encryption
+// tag): the mesh's margin for every socket type.
+use rs2p_mesh::FRAME_MARGIN;
 
 /// What one record takes beyond its key and value, at most (fields, framing, its place in a
 /// batch).

@@ -1,5 +1,11 @@
 use std::time::Duration;
 
+/// Room that a socket type leaves in a frame beside its own records or payload, at most: the
+/// mesh's flood or whisper header (origin, protocol, sequence, signature), the socket's own
+/// message header, the framing and the encryption tag. A socket whose messages carry at most
+/// `max_frame_len - FRAME_MARGIN` bytes of records never makes a frame its peers refuse.
+pub const FRAME_MARGIN: usize = 1024;
+
 /// Every limit and timing of a mesh node, with defaults meant for real deployments.
 ///
 /// Each breach is handled, never ignored: a connection over a limit is refused or closed with a

@@ -42,7 +42,7 @@ mod error;
 pub mod net;
 pub mod proto;
 
-pub use config::MeshConfig;
+pub use config::{MeshConfig, FRAME_MARGIN};
 pub use error::MeshError;
 #[cfg(feature = "net")]
 pub use net::{EventStream, MeshOptions, MeshSocket};

@@ -53,9 +53,9 @@ const PUSH_TIMER: u64 = 2;
 /// ([`SyncMachine::fit_frames`]).
 pub const LIVE_BATCH_BYTES: usize = 256 * 1024;
 
-/// What a frame holds besides a batch's records: the flood's header and signature, the batch's
-/// signature and framing, the encryption tag.
-pub const FRAME_MARGIN: usize = 1024;
+/// What a frame holds besides a batch's records (the flood's header and signature, the batch's
+/// signature and framing, the encryption tag): the mesh's margin for every socket type.
+pub use rs2p_mesh::FRAME_MARGIN;
 
 /// An upper bound on what one write takes in a batch: its key and value, and at most 48 bytes of
 /// record fields and framing (tags, lengths, times, version).

@@ -687,11 +687,17 @@ impl Store {
         if known {
             self.prune_key(key, cutoff);
         }
+        // Older than the checkpoint in force: nothing to do, and no state to make for a key
+        // this store does not hold (an empty one would stay behind).
         let store_cutoff = self.cutoff;
-        let state = self.state_mut(key, kh);
-        if state.cutoff.max(store_cutoff) > cutoff {
+        let in_force = self
+            .keys
+            .get(kh, key)
+            .map_or(store_cutoff, |st| st.cutoff.max(store_cutoff));
+        if in_force > cutoff {
             return Change::Known;
         }
+        let state = self.state_mut(key, kh);
         if !known {
             state.cutoff = cutoff;
         }
@@ -1120,6 +1126,24 @@ mod tests {
         s.prune(cutoff_at(t + 3 * HORIZON, HORIZON));
         assert!(s.key(b"gone").is_none());
         assert_eq!(s.get(b"k").map(|r| r.issued_at), Some(t));
+    }
+
+    #[test]
+    fn a_checkpoint_older_than_the_store_leaves_no_trace_of_an_unknown_key() {
+        let kp = Keypair::from_seed([1; 32]);
+        let mut s = Store::new(true);
+        let t = 10 * HORIZON;
+        s.insert(write(&kp, "k", t, 1, false));
+        s.prune(cutoff_at(t + 2 * HORIZON, HORIZON));
+        let (keys, tree) = (s.key_count(), s.children(1, 0).to_vec());
+        for holder in [None, Some(write(&kp, "new", t - PRUNE_GRID - 1, 2, false))] {
+            let old = s.cutoff() - PRUNE_GRID;
+            let key = Bytes::from_static(b"new");
+            assert_eq!(s.merge_checkpoint(&key, old, holder), Change::Known);
+            assert!(s.key(b"new").is_none(), "no empty state is left behind");
+            assert_eq!(s.key_count(), keys);
+            assert_eq!(s.children(1, 0), &tree[..]);
+        }
     }
 
     #[test]

@@ -1106,13 +1106,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_record_older_than_the_checkpoint_is_refused_as_stale() {
+    /// A leasing store holding one write of key `k` at `t`, pruned two horizons later (so the
+    /// write is its checkpoint), with the writer and `t`.
+    fn pruned_past_one_write() -> (Keypair, u64, Store) {
         let kp = Keypair::from_seed([1; 32]);
         let mut s = Store::new(true);
         let t = 10 * HORIZON;
         s.insert(write(&kp, "k", t, 1, false));
         s.prune(cutoff_at(t + 2 * HORIZON, HORIZON));
+        (kp, t, s)
+    }
+
+    #[test]
+    fn a_record_older_than_the_checkpoint_is_refused_as_stale() {
+        let (kp, t, mut s) = pruned_past_one_write();
         assert_eq!(s.record_count(), 1, "the holder stays as the checkpoint");
         assert_eq!(s.insert(write(&kp, "k", t - 1, 0, false)), Change::Stale);
         assert_eq!(
@@ -1130,11 +1137,7 @@ mod tests {
 
     #[test]
     fn a_checkpoint_older_than_the_store_leaves_no_trace_of_an_unknown_key() {
-        let kp = Keypair::from_seed([1; 32]);
-        let mut s = Store::new(true);
-        let t = 10 * HORIZON;
-        s.insert(write(&kp, "k", t, 1, false));
-        s.prune(cutoff_at(t + 2 * HORIZON, HORIZON));
+        let (kp, t, mut s) = pruned_past_one_write();
         let (keys, tree) = (s.key_count(), s.children(1, 0).to_vec());
         for holder in [None, Some(write(&kp, "new", t - PRUNE_GRID - 1, 2, false))] {
             let old = s.cutoff() - PRUNE_GRID;

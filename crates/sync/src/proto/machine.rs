@@ -550,10 +550,10 @@ impl SyncMachine {
         }
     }
 
-    /// Verifies and merges a batch; returns how many records were new and not in conflict with
-    /// another owner's live lease (the ones worth relaying), or why it was refused.
-    /// Opens and stores a batch; `flood_ms` is the time of the flood that brought it, if one did
-    /// (its records may be written relative to it).
+    /// Verifies and merges a batch; `flood_ms` is the time of the flood that brought it, if one
+    /// did (its records may be written relative to it). Returns how many records were new and
+    /// not in conflict with another owner's live lease (the ones worth relaying), or why it was
+    /// refused.
     fn receive_batch(
         &mut self,
         batch: pb::RecordBatch,

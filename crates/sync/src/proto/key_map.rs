@@ -12,6 +12,15 @@
 //! drawn per map. So the map needs no hash of its own, a key can be found from its tree hash
 //! alone (repair names keys by hash), and a peer that chooses keys whose tree hashes share
 //! their low bits still cannot make them share buckets.
+//!
+//! # Layout
+//!
+//! Each shard keeps its entries densely in a vector and its hash table holds only their 32-bit
+//! places in it (as the `indexmap` crate does). A table fills to between 7/16 and 7/8 of its
+//! buckets, so a table of whole entries (96 bytes for the store's) spent up to twice that per
+//! key: a million keys land just past a growth threshold and took 200 bytes per key in the
+//! table alone, where the dense entries take 96 and the table of places about 10. Removing an
+//! entry moves the shard's last entry into its place and renumbers it in the table.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -28,6 +37,26 @@ struct Slot<V> {
     value: V,
 }
 
+/// One shard: the entries, and a table of their places.
+struct Shard<V> {
+    table: HashTable<u32>,
+    slots: Vec<Slot<V>>,
+}
+
+impl<V> Default for Shard<V> {
+    fn default() -> Self {
+        Self {
+            table: HashTable::new(),
+            slots: Vec::new(),
+        }
+    }
+}
+
+/// A place in a shard's vector, as the table keeps it.
+fn place(i: usize) -> u32 {
+    u32::try_from(i).expect("a shard holds fewer than 2^32 entries")
+}
+
 /// A map from key bytes (with their tree hash) to `V`, in [`SHARDS`] shards. See the
 /// [module docs](self).
 ///
@@ -37,7 +66,7 @@ struct Slot<V> {
 /// are its tags, so neither is constant within a shard.
 pub struct KeyMap<V> {
     seed: [u64; 2],
-    shards: Vec<HashTable<Slot<V>>>,
+    shards: Vec<Shard<V>>,
     len: usize,
 }
 
@@ -52,7 +81,7 @@ impl<V> Default for KeyMap<V> {
         let secret = RandomState::new();
         Self {
             seed: [secret.hash_one(0u8), secret.hash_one(1u8) | 1],
-            shards: (0..SHARDS).map(|_| HashTable::new()).collect(),
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
             len: 0,
         }
     }
@@ -67,6 +96,75 @@ fn shard(mixed: u64) -> usize {
 fn mix(seed: [u64; 2], hash: u64) -> u64 {
     let m = u128::from(hash ^ seed[0]) * u128::from(seed[1]);
     (m as u64) ^ ((m >> 64) as u64)
+}
+
+impl<V> Shard<V> {
+    /// The place of `key`, whose hash is `hash` and mixed hash `m`.
+    fn find(&self, m: u64, hash: u64, key: &[u8]) -> Option<usize> {
+        let slots = &self.slots;
+        self.table
+            .find(m, |&i| {
+                let s = &slots[i as usize];
+                s.hash == hash && s.key[..] == *key
+            })
+            .map(|&i| i as usize)
+    }
+
+    /// The place of `key`, added with the value `make` gives if it is not there; and whether it
+    /// was added.
+    fn find_or_add(
+        &mut self,
+        seed: [u64; 2],
+        m: u64,
+        hash: u64,
+        key: &[u8],
+        make: impl FnOnce() -> (Bytes, V),
+    ) -> (usize, bool) {
+        let Shard { table, slots } = self;
+        let entry = table.entry(
+            m,
+            |&i| {
+                let s = &slots[i as usize];
+                s.hash == hash && s.key[..] == *key
+            },
+            |&i| mix(seed, slots[i as usize].hash),
+        );
+        match entry {
+            Entry::Occupied(e) => (*e.get() as usize, false),
+            Entry::Vacant(e) => {
+                let i = slots.len();
+                e.insert(place(i));
+                let (key, value) = make();
+                slots.push(Slot { key, hash, value });
+                (i, true)
+            }
+        }
+    }
+
+    /// Removes `key`'s entry, moving the last one into its place.
+    fn remove(&mut self, seed: [u64; 2], m: u64, hash: u64, key: &[u8]) -> Option<V> {
+        let slots = &self.slots;
+        let found = self
+            .table
+            .find_entry(m, |&i| {
+                let s = &slots[i as usize];
+                s.hash == hash && s.key[..] == *key
+            })
+            .ok()?;
+        let (i, _) = found.remove();
+        let i = i as usize;
+        let last = self.slots.len() - 1;
+        let removed = self.slots.swap_remove(i);
+        if i != last {
+            // The entry that was last is now at `i`: renumber it.
+            let moved = mix(seed, self.slots[i].hash);
+            let was = place(last);
+            if let Some(p) = self.table.find_mut(moved, |&j| j == was) {
+                *p = place(i);
+            }
+        }
+        Some(removed.value)
+    }
 }
 
 impl<V> KeyMap<V> {
@@ -87,25 +185,30 @@ impl<V> KeyMap<V> {
     /// The value of `key`, whose hash is `hash`.
     pub fn get(&self, hash: u64, key: &[u8]) -> Option<&V> {
         let m = self.mixed(hash);
-        self.shards[shard(m)]
-            .find(m, |s| s.hash == hash && s.key[..] == *key)
-            .map(|s| &s.value)
+        let shard = &self.shards[shard(m)];
+        shard.find(m, hash, key).map(|i| &shard.slots[i].value)
     }
 
     /// The value of `key`, to change.
     pub fn get_mut(&mut self, hash: u64, key: &[u8]) -> Option<&mut V> {
         let m = self.mixed(hash);
-        self.shards[shard(m)]
-            .find_mut(m, |s| s.hash == hash && s.key[..] == *key)
-            .map(|s| &mut s.value)
+        let shard = &mut self.shards[shard(m)];
+        let i = shard.find(m, hash, key)?;
+        Some(&mut shard.slots[i].value)
     }
 
     /// A key whose hash is `hash`, with its value (if several keys share the hash, one of them).
     pub fn get_by_hash(&self, hash: u64) -> Option<(&Bytes, &V)> {
         let m = self.mixed(hash);
-        self.shards[shard(m)]
-            .find(m, |s| s.hash == hash)
-            .map(|s| (&s.key, &s.value))
+        let shard = &self.shards[shard(m)];
+        let slots = &shard.slots;
+        shard
+            .table
+            .find(m, |&i| slots[i as usize].hash == hash)
+            .map(|&i| {
+                let s = &slots[i as usize];
+                (&s.key, &s.value)
+            })
     }
 
     /// Whether `key` has a value.
@@ -117,28 +220,24 @@ impl<V> KeyMap<V> {
     pub fn insert(&mut self, hash: u64, key: Bytes, value: V) -> Option<V> {
         let m = self.mixed(hash);
         let seed = self.seed;
-        match self.shards[shard(m)].entry(
-            m,
-            |s| s.hash == hash && s.key == key,
-            |s| mix(seed, s.hash),
-        ) {
-            Entry::Occupied(mut e) => Some(std::mem::replace(&mut e.get_mut().value, value)),
-            Entry::Vacant(e) => {
-                e.insert(Slot { key, hash, value });
-                self.len += 1;
-                None
-            }
+        let shard = &mut self.shards[shard(m)];
+        let mut new = Some((key.clone(), value));
+        let (i, added) = shard.find_or_add(seed, m, hash, &key, || new.take().expect("made once"));
+        if added {
+            self.len += 1;
+            return None;
         }
+        let (_, value) = new.expect("not used: the key was there");
+        Some(std::mem::replace(&mut shard.slots[i].value, value))
     }
 
     /// Removes `key`; returns its value.
     pub fn remove(&mut self, hash: u64, key: &[u8]) -> Option<V> {
         let m = self.mixed(hash);
-        let entry = self.shards[shard(m)]
-            .find_entry(m, |s| s.hash == hash && s.key[..] == *key)
-            .ok()?;
+        let seed = self.seed;
+        let removed = self.shards[shard(m)].remove(seed, m, hash, key)?;
         self.len -= 1;
-        Some(entry.remove().0.value)
+        Some(removed)
     }
 
     /// `key`'s value, made with `make` if it has none; and whether it was made.
@@ -150,22 +249,12 @@ impl<V> KeyMap<V> {
     ) -> (&mut V, bool) {
         let m = self.mixed(hash);
         let seed = self.seed;
-        match self.shards[shard(m)].entry(
-            m,
-            |s| s.hash == hash && s.key == key,
-            |s| mix(seed, s.hash),
-        ) {
-            Entry::Occupied(e) => (&mut e.into_mut().value, false),
-            Entry::Vacant(e) => {
-                self.len += 1;
-                let slot = Slot {
-                    key: key.clone(),
-                    hash,
-                    value: make(),
-                };
-                (&mut e.insert(slot).into_mut().value, true)
-            }
+        let shard = &mut self.shards[shard(m)];
+        let (i, added) = shard.find_or_add(seed, m, hash, key, || (key.clone(), make()));
+        if added {
+            self.len += 1;
         }
+        (&mut shard.slots[i].value, added)
     }
 
     /// Every entry, in no particular order.
@@ -177,7 +266,7 @@ impl<V> KeyMap<V> {
     pub fn iter_hashed(&self) -> impl Iterator<Item = (u64, &Bytes, &V)> {
         self.shards
             .iter()
-            .flat_map(|t| t.iter().map(|s| (s.hash, &s.key, &s.value)))
+            .flat_map(|t| t.slots.iter().map(|s| (s.hash, &s.key, &s.value)))
     }
 }
 

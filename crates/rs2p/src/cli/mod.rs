@@ -72,7 +72,22 @@ enum Command {
         /// disk with the next group commit, a few milliseconds later).
         #[arg(long, requires = "data_dir")]
         durable: bool,
+        /// Threads that run the node. 1 (the default) runs it all on one thread: no hand-offs
+        /// between threads, the least CPU per write. 0 is one per core, for a node whose links'
+        /// encryption needs more than one core.
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        threads: usize,
     },
+}
+
+impl Args {
+    /// The threads the runtime should have: `None` for one per core.
+    pub(crate) fn threads(&self) -> Option<usize> {
+        match self.command {
+            Command::Node { threads: 0, .. } | Command::Demo { .. } => None,
+            Command::Node { threads, .. } => Some(threads),
+        }
+    }
 }
 
 pub(crate) async fn run(args: Args) -> Result<(), String> {
@@ -97,6 +112,7 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
             json,
             data_dir,
             durable,
+            threads: _,
         } => {
             if unsigned && socket == SocketKind::Chord {
                 return Err("--unsigned is for the sync socket only".into());

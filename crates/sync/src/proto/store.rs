@@ -475,17 +475,19 @@ impl Store {
     /// [`Store::insert`] of a record whose key's [`key_hash`] the caller has at hand.
     pub fn insert_hashed(&mut self, kh: u64, s: Arc<Stored>) -> Change {
         debug_assert_eq!(kh, key_hash(&s.record.key));
-        let key = s.record.key.clone();
-        let floor = self
-            .keys
-            .get(kh, &key)
-            .map_or(self.cutoff, |st| st.cutoff.max(self.cutoff));
-        if self.leasing && s.record.issued_at < floor {
+        let leasing = self.leasing;
+        // Issued before the store's cutoff: stale for any key. Checked before the key's state
+        // is made, so that a refused record leaves no empty state behind.
+        if leasing && s.record.issued_at < self.cutoff {
             return Change::Stale;
         }
-        let leasing = self.leasing;
+        let key = s.record.key.clone();
         let state = self.state_mut(&key, kh);
-        let before = state.visible().map(|v| v.record.clone());
+        // A state made just now has the store's cutoff; one made before may have a later one.
+        if leasing && s.record.issued_at < state.cutoff {
+            return Change::Stale;
+        }
+        let before = state.visible().cloned();
         let sk = s.record.sort_key();
         let pos = match state.records.binary_search_by(|r| order(r).cmp(&order(&s))) {
             Ok(_) => return Change::Known,
@@ -494,8 +496,9 @@ impl Store {
         if state.base.as_ref().is_some_and(|b| b.leaf() == s.leaf()) {
             return Change::Known;
         }
-        let mut toggles: Vec<u64> = Vec::new();
-        let mut removed = 0usize;
+        // The short hashes to toggle in the tree: the new record's, and without leasing the
+        // one it replaces (at most one is kept).
+        let mut replaced = None;
         let h = s.short_hash();
         if !leasing {
             // Keep only the greatest record.
@@ -504,10 +507,10 @@ impl Store {
                     return Change::Known;
                 }
             }
+            debug_assert!(state.records.len() <= 1);
             for old in state.records.drain(..) {
                 state.digest ^= old.short_hash();
-                toggles.push(old.short_hash());
-                removed += 1;
+                replaced = Some(old.short_hash());
             }
             state.holder = if s.record.tombstone {
                 Holder::Empty
@@ -530,14 +533,14 @@ impl Store {
             state.refold(true);
         }
         state.digest ^= h;
-        toggles.push(h);
         let last = pos + 1 == state.records.len();
         state.check(leasing, "insert");
-        let after = state.visible().map(|v| v.record.clone());
-        self.records = self.records + 1 - removed;
-        for t in toggles {
-            Self::toggle(&mut self.tree, kh, t);
+        let after = state.visible().cloned();
+        self.records = self.records + 1 - usize::from(replaced.is_some());
+        if let Some(old) = replaced {
+            Self::toggle(&mut self.tree, kh, old);
         }
+        Self::toggle(&mut self.tree, kh, h);
         if pos == 0 {
             // A new oldest record: pruning past it must visit the key.
             self.schedule(kh, sk.0);
@@ -546,20 +549,22 @@ impl Store {
         self.change(before, after, !last, sk)
     }
 
+    /// What a change of the shown record from `before` to `after` is. `reordered`: whether the
+    /// new record sorted before others of the key; `sk`: its sort key.
     fn change(
         &mut self,
-        before: Option<Record>,
-        after: Option<Record>,
+        before: Option<Arc<Stored>>,
+        after: Option<Arc<Stored>>,
         reordered: bool,
         sk: (u64, PeerId, u64),
     ) -> Change {
         let lost = match (&before, &after) {
             (Some(b), a)
                 if reordered
-                    && a.as_ref().is_none_or(|a| a.owner != b.owner)
-                    && sk < b.sort_key() =>
+                    && a.as_ref().is_none_or(|a| a.record.owner != b.record.owner)
+                    && sk < b.record.sort_key() =>
             {
-                Some(b.clone())
+                Some(b.record.clone())
             }
             _ => None,
         };
@@ -570,9 +575,15 @@ impl Store {
             }
             (None, Some(a)) => {
                 self.live += 1;
-                Change::Updated { now: a, lost }
+                Change::Updated {
+                    now: a.record.clone(),
+                    lost,
+                }
             }
-            (Some(b), Some(a)) if b != a => Change::Updated { now: a, lost },
+            (Some(b), Some(a)) if !Arc::ptr_eq(&b, &a) && b.record != a.record => Change::Updated {
+                now: a.record.clone(),
+                lost,
+            },
             _ => Change::Stored,
         }
     }
@@ -682,7 +693,10 @@ impl Store {
             return Change::Known;
         }
         let kh = key_hash(key);
-        let before = self.get(key).cloned();
+        let before = self
+            .key_hashed(kh, key)
+            .and_then(KeyState::visible)
+            .cloned();
         let known = self.keys.contains_key(kh, key);
         if known {
             self.prune_key(key, cutoff);
@@ -728,7 +742,7 @@ impl Store {
         }
         state.refold(true);
         state.check(true, "merge_checkpoint");
-        let after = state.visible().map(|v| v.record.clone());
+        let after = state.visible().cloned();
         self.records = self.records + 1 - usize::from(replaced.is_some());
         for t in toggles {
             Self::toggle(&mut self.tree, kh, t);

@@ -3,7 +3,6 @@
 //! `keys`, `items` and `wait-len` walk the whole ring.
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -181,6 +180,7 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
             }
         }
     });
+    let ok_line = out.render(&json!({"ok": true}));
     let mut pending: VecDeque<std::io::Result<String>> = VecDeque::new();
     loop {
         if pending.is_empty() {
@@ -222,13 +222,18 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
                 }
             }
             if run.len() > 1 {
-                let answers: Vec<Value> = sync
-                    .set_many(run)
-                    .await
-                    .into_iter()
-                    .map(|r| reply(r.map_err(set_error), |()| json!({"ok": true})))
-                    .collect();
-                out.lines(&answers);
+                // Most answers are the same `{"ok":true}`: written as text, without building a
+                // JSON value for each (a map allocation per answer: 7.5% of the writing node's
+                // CPU in a run of a thousand `set` lines).
+                let mut text = String::new();
+                for r in sync.set_many(run).await {
+                    match r {
+                        Ok(()) => text.push_str(&ok_line),
+                        Err(e) => text.push_str(&out.render(&set_error(e))),
+                    }
+                    text.push('\n');
+                }
+                out.write(&text);
                 continue;
             }
         }
@@ -258,24 +263,21 @@ struct Output {
 
 impl Output {
     fn line(&self, v: &Value) {
-        let text = if self.json { v.to_string() } else { human(v) };
-        let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{text}");
-        let _ = stdout.flush();
+        self.write(&(self.render(v) + "\n"));
     }
 
-    /// Several answers, written together: one system call, where a line at a time would make
-    /// standard output (line-buffered) write each line alone.
-    fn lines(&self, vs: &[Value]) {
-        let mut text = String::new();
-        for v in vs {
-            if self.json {
-                let _ = write!(text, "{v}");
-            } else {
-                text.push_str(&human(v));
-            }
-            text.push('\n');
+    /// One answer as the line it is written as (without the newline).
+    fn render(&self, v: &Value) -> String {
+        if self.json {
+            v.to_string()
+        } else {
+            human(v)
         }
+    }
+
+    /// Several answers' lines, written together: one system call, where a line at a time would
+    /// make standard output (line-buffered) write each line alone.
+    fn write(&self, text: &str) {
         let mut stdout = std::io::stdout().lock();
         let _ = stdout.write_all(text.as_bytes());
         let _ = stdout.flush();

@@ -21,6 +21,12 @@
 //! key: a million keys land just past a growth threshold and took 200 bytes per key in the
 //! table alone, where the dense entries take 96 and the table of places about 10. Removing an
 //! entry moves the shard's last entry into its place and renumbers it in the table.
+//!
+//! An entry keeps no key of its own: the value names it ([`Keyed`]; the store's key states name
+//! their key through their records), 32 bytes less per key than a `Bytes` handle. A value may
+//! name no key for a moment (a state just made, before its first record; one just emptied,
+//! before it is removed): no lookup by key finds it then, and [`KeyMap::remove`] takes it as the
+//! entry of the key it is asked to remove if it has that hash.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -31,10 +37,22 @@ use hashbrown::hash_table::{Entry, HashTable};
 /// Maps in a [`KeyMap`].
 pub const SHARDS: usize = 256;
 
+/// A value that names its key (see the [module docs](self)).
+pub trait Keyed {
+    /// The key, if the value names one now.
+    fn key(&self) -> Option<&Bytes>;
+}
+
 struct Slot<V> {
-    key: Bytes,
     hash: u64,
     value: V,
+}
+
+impl<V: Keyed> Slot<V> {
+    /// Whether this is the entry of `key` (whose hash is `hash`).
+    fn is(&self, hash: u64, key: &[u8]) -> bool {
+        self.hash == hash && self.value.key().is_some_and(|k| k[..] == *key)
+    }
 }
 
 /// One shard: the entries, and a table of their places.
@@ -98,15 +116,12 @@ fn mix(seed: [u64; 2], hash: u64) -> u64 {
     (m as u64) ^ ((m >> 64) as u64)
 }
 
-impl<V> Shard<V> {
+impl<V: Keyed> Shard<V> {
     /// The place of `key`, whose hash is `hash` and mixed hash `m`.
     fn find(&self, m: u64, hash: u64, key: &[u8]) -> Option<usize> {
         let slots = &self.slots;
         self.table
-            .find(m, |&i| {
-                let s = &slots[i as usize];
-                s.hash == hash && s.key[..] == *key
-            })
+            .find(m, |&i| slots[i as usize].is(hash, key))
             .map(|&i| i as usize)
     }
 
@@ -118,15 +133,12 @@ impl<V> Shard<V> {
         m: u64,
         hash: u64,
         key: &[u8],
-        make: impl FnOnce() -> (Bytes, V),
+        make: impl FnOnce() -> V,
     ) -> (usize, bool) {
         let Shard { table, slots } = self;
         let entry = table.entry(
             m,
-            |&i| {
-                let s = &slots[i as usize];
-                s.hash == hash && s.key[..] == *key
-            },
+            |&i| slots[i as usize].is(hash, key),
             |&i| mix(seed, slots[i as usize].hash),
         );
         match entry {
@@ -134,21 +146,24 @@ impl<V> Shard<V> {
             Entry::Vacant(e) => {
                 let i = slots.len();
                 e.insert(place(i));
-                let (key, value) = make();
-                slots.push(Slot { key, hash, value });
+                slots.push(Slot {
+                    hash,
+                    value: make(),
+                });
                 (i, true)
             }
         }
     }
 
-    /// Removes `key`'s entry, moving the last one into its place.
+    /// Removes `key`'s entry (or an entry of its hash that names no key), moving the last one
+    /// into its place.
     fn remove(&mut self, seed: [u64; 2], m: u64, hash: u64, key: &[u8]) -> Option<V> {
         let slots = &self.slots;
         let found = self
             .table
             .find_entry(m, |&i| {
                 let s = &slots[i as usize];
-                s.hash == hash && s.key[..] == *key
+                s.hash == hash && s.value.key().is_none_or(|k| k[..] == *key)
             })
             .ok()?;
         let (i, _) = found.remove();
@@ -167,7 +182,7 @@ impl<V> Shard<V> {
     }
 }
 
-impl<V> KeyMap<V> {
+impl<V: Keyed> KeyMap<V> {
     fn mixed(&self, hash: u64) -> u64 {
         mix(self.seed, hash)
     }
@@ -202,13 +217,14 @@ impl<V> KeyMap<V> {
         let m = self.mixed(hash);
         let shard = &self.shards[shard(m)];
         let slots = &shard.slots;
-        shard
+        let s = shard
             .table
-            .find(m, |&i| slots[i as usize].hash == hash)
-            .map(|&i| {
+            .find(m, |&i| {
                 let s = &slots[i as usize];
-                (&s.key, &s.value)
+                s.hash == hash && s.value.key().is_some()
             })
+            .map(|&i| &slots[i as usize])?;
+        Some((s.value.key()?, &s.value))
     }
 
     /// Whether `key` has a value.
@@ -217,17 +233,21 @@ impl<V> KeyMap<V> {
     }
 
     /// Sets `key`'s value; returns the one it replaced.
-    pub fn insert(&mut self, hash: u64, key: Bytes, value: V) -> Option<V> {
+    pub fn insert(&mut self, hash: u64, key: &[u8], value: V) -> Option<V> {
+        debug_assert!(
+            value.key().is_some_and(|k| k[..] == *key),
+            "the value names its key"
+        );
         let m = self.mixed(hash);
         let seed = self.seed;
         let shard = &mut self.shards[shard(m)];
-        let mut new = Some((key.clone(), value));
-        let (i, added) = shard.find_or_add(seed, m, hash, &key, || new.take().expect("made once"));
+        let mut new = Some(value);
+        let (i, added) = shard.find_or_add(seed, m, hash, key, || new.take().expect("made once"));
         if added {
             self.len += 1;
             return None;
         }
-        let (_, value) = new.expect("not used: the key was there");
+        let value = new.expect("not used: the key was there");
         Some(std::mem::replace(&mut shard.slots[i].value, value))
     }
 
@@ -240,33 +260,36 @@ impl<V> KeyMap<V> {
         Some(removed)
     }
 
-    /// `key`'s value, made with `make` if it has none; and whether it was made.
+    /// `key`'s value, made with `make` if it has none; and whether it was made. A value made
+    /// naming no key yet must name `key` before the next lookup.
     pub fn get_or_insert_with(
         &mut self,
         hash: u64,
-        key: &Bytes,
+        key: &[u8],
         make: impl FnOnce() -> V,
     ) -> (&mut V, bool) {
         let m = self.mixed(hash);
         let seed = self.seed;
         let shard = &mut self.shards[shard(m)];
-        let (i, added) = shard.find_or_add(seed, m, hash, key, || (key.clone(), make()));
+        let (i, added) = shard.find_or_add(seed, m, hash, key, make);
         if added {
             self.len += 1;
         }
         (&mut shard.slots[i].value, added)
     }
 
-    /// Every entry, in no particular order.
+    /// Every entry that names its key, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &V)> {
         self.iter_hashed().map(|(_, k, v)| (k, v))
     }
 
-    /// Every entry with its hash, in no particular order.
+    /// Every entry that names its key, with its hash, in no particular order.
     pub fn iter_hashed(&self) -> impl Iterator<Item = (u64, &Bytes, &V)> {
-        self.shards
-            .iter()
-            .flat_map(|t| t.slots.iter().map(|s| (s.hash, &s.key, &s.value)))
+        self.shards.iter().flat_map(|t| {
+            t.slots
+                .iter()
+                .filter_map(|s| Some((s.hash, s.value.key()?, &s.value)))
+        })
     }
 }
 
@@ -276,11 +299,29 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::HashMap;
 
+    /// A value that names its key, or for a moment none, as the store's key states do.
+    #[derive(Debug)]
+    struct Val {
+        key: Option<Bytes>,
+        n: u32,
+    }
+
+    impl Keyed for Val {
+        fn key(&self) -> Option<&Bytes> {
+            self.key.as_ref()
+        }
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Insert(u8, u32),
         Remove(u8),
+        /// Made naming no key, then named (as the store makes a state, then adds a record).
         Upsert(u8, u32),
+        /// Emptied, then removed (as the store forgets a key whose records were all pruned).
+        Forget(u8),
+        /// Made, then removed before it names its key (a checkpoint that brings nothing).
+        MadeAndDropped(u8),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -288,6 +329,8 @@ mod tests {
             (any::<u8>(), any::<u32>()).prop_map(|(k, v)| Op::Insert(k, v)),
             any::<u8>().prop_map(Op::Remove),
             (any::<u8>(), any::<u32>()).prop_map(|(k, v)| Op::Upsert(k, v)),
+            any::<u8>().prop_map(Op::Forget),
+            any::<u8>().prop_map(Op::MadeAndDropped),
         ]
     }
 
@@ -296,9 +339,13 @@ mod tests {
         u64::from(k[0] % 4)
     }
 
+    fn key(k: u8) -> Bytes {
+        Bytes::from(vec![k; 1 + k as usize % 5])
+    }
+
     proptest! {
         /// The sharded map answers exactly as one map does, whatever the operations, even
-        /// when many keys share a hash.
+        /// when many keys share a hash and values name no key for a moment.
         #[test]
         fn behaves_as_one_map(ops in prop::collection::vec(op(), 0..400)) {
             let mut map = KeyMap::default();
@@ -306,30 +353,50 @@ mod tests {
             for op in ops {
                 match op {
                     Op::Insert(k, v) => {
-                        let k = Bytes::from(vec![k; 1 + k as usize % 5]);
-                        prop_assert_eq!(map.insert(poor(&k), k.clone(), v), model.insert(k, v));
+                        let k = key(k);
+                        let old = map.insert(poor(&k), &k, Val { key: Some(k.clone()), n: v });
+                        prop_assert_eq!(old.map(|o| o.n), model.insert(k, v));
                     }
                     Op::Remove(k) => {
-                        let k = vec![k; 1 + k as usize % 5];
-                        prop_assert_eq!(map.remove(poor(&k), &k), model.remove(&k[..]));
+                        let k = key(k);
+                        prop_assert_eq!(map.remove(poor(&k), &k).map(|o| o.n), model.remove(&k));
                     }
                     Op::Upsert(k, v) => {
-                        let k = Bytes::from(vec![k; 1 + k as usize % 5]);
+                        let k = key(k);
                         let had = model.contains_key(&k);
-                        let (value, made) = map.get_or_insert_with(poor(&k), &k, || 0);
+                        let (value, made) =
+                            map.get_or_insert_with(poor(&k), &k, || Val { key: None, n: 0 });
                         prop_assert_eq!(made, !had);
-                        *value += v % 7;
+                        value.key = Some(k.clone());
+                        value.n += v % 7;
                         *model.entry(k).or_insert(0) += v % 7;
+                    }
+                    Op::Forget(k) => {
+                        let k = key(k);
+                        if let Some(value) = map.get_mut(poor(&k), &k) {
+                            value.key = None;
+                        }
+                        prop_assert_eq!(map.remove(poor(&k), &k).map(|o| o.n), model.remove(&k));
+                    }
+                    Op::MadeAndDropped(k) => {
+                        let k = key(k);
+                        let (_, made) =
+                            map.get_or_insert_with(poor(&k), &k, || Val { key: None, n: 0 });
+                        if made {
+                            prop_assert!(map.get(poor(&k), &k).is_none());
+                            let gone = map.remove(poor(&k), &k);
+                            prop_assert!(gone.is_some_and(|g| g.key.is_none()));
+                        }
                     }
                 }
                 prop_assert_eq!(map.len(), model.len());
             }
             for (k, v) in &model {
-                prop_assert_eq!(map.get(poor(k), k), Some(v));
+                prop_assert_eq!(map.get(poor(k), k).map(|o| o.n), Some(*v));
                 prop_assert!(map.contains_key(poor(k), k));
             }
             for h in 0..4u64 {
-                let found = map.get_by_hash(h).map(|(k, v)| (k.clone(), *v));
+                let found = map.get_by_hash(h).map(|(k, v)| (k.clone(), v.n));
                 match found {
                     Some((k, v)) => {
                         prop_assert_eq!(poor(&k), h);
@@ -338,7 +405,7 @@ mod tests {
                     None => prop_assert!(model.keys().all(|k| poor(k) != h)),
                 }
             }
-            let mut all: Vec<_> = map.iter().map(|(k, v)| (k.clone(), *v)).collect();
+            let mut all: Vec<_> = map.iter().map(|(k, v)| (k.clone(), v.n)).collect();
             all.sort();
             let mut want: Vec<_> = model.into_iter().collect();
             want.sort();

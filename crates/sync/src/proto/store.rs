@@ -39,7 +39,7 @@ use rs2p_base::PeerId;
 use smallvec::SmallVec;
 
 use super::hash_index::HashIndex;
-use super::key_map::KeyMap;
+use super::key_map::{KeyMap, Keyed};
 use super::record::{short, Record, Stored};
 use super::resolve::{self, Folded};
 
@@ -135,6 +135,17 @@ impl KeyState {
 
     fn refold(&mut self, leasing: bool) {
         self.holder = self.folded(leasing);
+    }
+}
+
+impl Keyed for KeyState {
+    /// The key its records name (the key map keeps no copy). A state names none only between
+    /// being made and getting its first record, or being emptied and removed.
+    fn key(&self) -> Option<&Bytes> {
+        self.records
+            .first()
+            .or(self.base.as_ref())
+            .map(|r| &r.record.key)
     }
 }
 
@@ -445,7 +456,7 @@ impl Store {
         self.records += hashes.len();
         self.live += usize::from(state.visible().is_some());
         self.index.insert(kh);
-        self.keys.insert(kh, key, state);
+        self.keys.insert(kh, &key, state);
     }
 
     /// Sets the store-wide cutoff as a data directory kept it.

@@ -17,10 +17,11 @@
 //!
 //! Each shard keeps its entries densely in a vector and its hash table holds only their 32-bit
 //! places in it (as the `indexmap` crate does). A table fills to between 7/16 and 7/8 of its
-//! buckets, so a table of whole entries (96 bytes for the store's) spent up to twice that per
-//! key: a million keys land just past a growth threshold and took 200 bytes per key in the
-//! table alone, where the dense entries take 96 and the table of places about 10. Removing an
-//! entry moves the shard's last entry into its place and renumbers it in the table.
+//! buckets, so a table of whole entries spent up to twice their size per key: a million keys
+//! land just past a growth threshold, and the store's entries (96 bytes then, with a key
+//! handle) took 200 bytes per key in the tables alone; dense, an entry takes its size and the
+//! table of places about 10 bytes more. Removing an entry moves the shard's last entry into its
+//! place and renumbers it in the table.
 //!
 //! An entry keeps no key of its own: the value names it ([`Keyed`]; the store's key states name
 //! their key through their records), 32 bytes less per key than a `Bytes` handle. A value may

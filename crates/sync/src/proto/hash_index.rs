@@ -46,7 +46,7 @@ impl HashIndex {
         }
     }
 
-    /// The distinct hashes under `leaf` (its top [`LEAF_BITS`] bits), in increasing order.
+    /// The distinct hashes under `leaf` (its top `LEAF_BITS` bits), in increasing order.
     pub fn leaf(&self, leaf: usize) -> Vec<u64> {
         let Some(g) = self.groups.get(leaf >> (LEAF_BITS - GROUP_BITS)) else {
             return Vec::new();

@@ -507,8 +507,8 @@ impl Store {
         if state.base.as_ref().is_some_and(|b| b.leaf() == s.leaf()) {
             return Change::Known;
         }
-        // The short hashes to toggle in the tree: the new record's, and without leasing the
-        // one it replaces (at most one is kept).
+        // Without leasing, the short hash of the record this one replaces (at most one is
+        // kept), to toggle out of the tree with the new record's toggled in.
         let mut replaced = None;
         let h = s.short_hash();
         if !leasing {

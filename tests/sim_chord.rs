@@ -106,7 +106,7 @@ fn lossy_run(seed: u64, faults: Faults) {
                 println!(
                     "{i}: pos {} has {:?} preds {:?} succs {:?} stats {:?}",
                     m.node().pos,
-                    m.store().get(&key(k)).map(|s| s.record.issued_at),
+                    m.store().get(&key(k)).map(|s| s.issued_at()),
                     m.predecessors().iter().map(|p| p.pos).collect::<Vec<_>>(),
                     m.successors().iter().map(|p| p.pos).collect::<Vec<_>>(),
                     m.stats()

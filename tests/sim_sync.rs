@@ -334,7 +334,7 @@ fn a_flooded_batch_without_its_owner_is_owned_by_the_flood_origin_and_checked_ag
     for i in 1..3 {
         let m = w.machines[i].lock();
         let got = m.store().get(b"own".as_slice()).cloned();
-        assert_eq!(got.map(|r| r.owner), Some(origin.peer_id()), "node {i}");
+        assert_eq!(got.map(|r| *r.owner()), Some(origin.peer_id()), "node {i}");
     }
     // Signed by someone else, owner left out: it would pass as node 0's write, so the signature
     // is checked against node 0's key and fails.

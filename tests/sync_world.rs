@@ -3,7 +3,6 @@
 //! `tests/sim_sync.rs` and `cargo xtask soak`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
@@ -27,7 +26,7 @@ pub struct World {
 }
 
 /// One key's entry on a simulated disk: cutoff, checkpoint holder, records.
-pub type DiskEntry = (u64, Option<Arc<Stored>>, Vec<Arc<Stored>>);
+pub type DiskEntry = (u64, Option<Stored>, Vec<Stored>);
 
 /// What a node's data directory holds in the simulation: per key its checkpoint and records,
 /// and the store-wide cutoff, as `rs2p-sync`'s driver writes them from `take_dirty`.
@@ -45,7 +44,7 @@ impl SimDisk {
         self.keys.get(key).is_some_and(|(_, b, rs)| {
             b.iter()
                 .chain(rs)
-                .any(|s| s.record.owner == owner && s.record.version == version)
+                .any(|s| *s.owner() == owner && s.version() == version)
         })
     }
 }
@@ -214,7 +213,7 @@ impl World {
             .lock()
             .store()
             .iter()
-            .map(|(k, r)| (k.clone(), r.value.clone()))
+            .map(|(_, r)| r.key_value_bytes())
             .collect()
     }
 }
@@ -307,8 +306,8 @@ pub fn run(seed: u64, prune: bool) -> Counts {
                 .and_then(|st| {
                     st.records()
                         .iter()
-                        .filter(|s| s.record.owner == id)
-                        .map(|s| s.record.version)
+                        .filter(|s| *s.owner() == id)
+                        .map(|s| s.version())
                         .max()
                 });
             if let Some(version) = version {
@@ -353,8 +352,7 @@ pub fn run(seed: u64, prune: bool) -> Counts {
                                 && w.machines[j].lock().store().key(k.as_bytes()).is_some_and(
                                     |st| {
                                         st.records().iter().chain(st.base()).any(|s| {
-                                            s.record.owner == ids[*o]
-                                                && s.record.version == *version
+                                            *s.owner() == ids[*o] && s.version() == *version
                                         })
                                     },
                                 )
@@ -388,16 +386,16 @@ pub fn run(seed: u64, prune: bool) -> Counts {
         for (_, st) in m.store().states() {
             // The shown record is the fold of the records kept on top of the checkpoint: no lease
             // broken (the fold's rules are property-tested in rs2p-sync).
-            let records: Vec<_> = st.records().iter().map(|s| s.record.clone()).collect();
-            let base = st.base().map(|b| b.record.clone());
+            let records: Vec<_> = st.records().iter().map(|s| s.record()).collect();
+            let base = st.base().map(|b| b.record());
             let holder = match resolve::fold_from(base.as_ref(), records.iter(), leasing) {
                 resolve::Folded::Empty => None,
                 resolve::Folded::Initial => base.as_ref(),
                 resolve::Folded::At(j) => Some(&records[j]),
             };
             assert_eq!(
-                holder,
-                st.visible().map(|v| &v.record),
+                holder.cloned(),
+                st.visible().map(|v| v.record()),
                 "seed {seed}: node {i} shows what the fold says"
             );
         }
@@ -436,7 +434,7 @@ pub fn run(seed: u64, prune: bool) -> Counts {
             .records()
             .iter()
             .chain(st.base())
-            .any(|s| s.record.owner == owner_id && s.record.version == *version);
+            .any(|s| *s.owner() == owner_id && s.version() == *version);
         assert!(
             present || !leasing || finalized,
             "seed {seed}: acknowledged write {key} (version {version}) by node {owner} at {issued_at} is missing (cutoff {})",

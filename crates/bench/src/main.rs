@@ -695,8 +695,8 @@ fn sync_p7_described(keys: usize, samples: Vec<f64>) -> Result {
         unit: "B/key",
         samples,
         note: format!(
-            "resident memory per key of a receiving replica's store (32 B key, 100 B value, signed batches of 1000); per record: Stored {} B in an Arc, KeyState {} B in a map entry, the signed bytes, a leaf hash of 32 B",
-            std::mem::size_of::<rs2p::sync::proto::record::Stored>(),
+            "resident memory per key of a receiving replica's store (32 B key, 100 B value, signed batches of 1000); per record: one allocation of {} B and the signed bytes, KeyState {} B in a map entry, a leaf hash of 32 B",
+            rs2p::sync::proto::record::Stored::FIXED_BYTES,
             std::mem::size_of::<rs2p::sync::proto::store::KeyState>(),
         ),
     }

@@ -15,14 +15,14 @@ pub struct KeyEntry {
     /// Records issued before this (Unix ms) are folded into `base`.
     pub cutoff: u64,
     /// The checkpoint's holder.
-    pub base: Option<Arc<Stored>>,
+    pub base: Option<Stored>,
     /// The records kept after the checkpoint.
-    pub records: Vec<Arc<Stored>>,
+    pub records: Vec<Stored>,
 }
 
 impl KeyEntry {
     /// Every record of the entry, the checkpoint's first.
-    pub fn all(&self) -> impl Iterator<Item = &Arc<Stored>> {
+    pub fn all(&self) -> impl Iterator<Item = &Stored> {
         self.base.iter().chain(&self.records)
     }
 }
@@ -64,17 +64,17 @@ pub(crate) fn batch_from_disk(signature: &[u8], b: pb::DiskBatch) -> Option<Batc
 
 fn record_to_disk(s: &Stored) -> pb::DiskRecord {
     pb::DiskRecord {
-        raw: s.raw.clone(),
-        batch: Bytes::copy_from_slice(&s.auth.signature),
-        index: s.index,
-        alone: s.auth.leaves.len() == 1,
-        leaf: if s.auth.leaves.len() == 1 {
+        raw: s.raw_bytes(),
+        batch: Bytes::copy_from_slice(&s.auth().signature),
+        index: s.index(),
+        alone: s.auth().leaves.len() == 1,
+        leaf: if s.auth().leaves.len() == 1 {
             Bytes::copy_from_slice(s.leaf())
         } else {
             Bytes::new()
         },
-        owner: if s.auth.leaves.len() == 1 {
-            Bytes::copy_from_slice(s.auth.owner.as_bytes())
+        owner: if s.auth().leaves.len() == 1 {
+            Bytes::copy_from_slice(s.auth().owner.as_bytes())
         } else {
             Bytes::new()
         },
@@ -84,8 +84,8 @@ fn record_to_disk(s: &Stored) -> pb::DiskRecord {
 pub(crate) fn key_to_disk(e: &KeyEntry) -> pb::DiskKey {
     pb::DiskKey {
         cutoff_ms: e.cutoff,
-        base: e.base.as_deref().map(record_to_disk),
-        records: e.records.iter().map(|s| record_to_disk(s)).collect(),
+        base: e.base.as_ref().map(record_to_disk),
+        records: e.records.iter().map(record_to_disk).collect(),
     }
 }
 
@@ -95,7 +95,7 @@ pub(crate) fn key_from_disk(
     d: pb::DiskKey,
     batches: &HashMap<Signature, Arc<BatchAuth>>,
 ) -> Option<KeyEntry> {
-    let one = |r: pb::DiskRecord| -> Option<Arc<Stored>> {
+    let one = |r: pb::DiskRecord| -> Option<Stored> {
         let sig: Signature = r.batch.as_ref().try_into().ok()?;
         let auth = if r.alone {
             let leaf = Hash256::try_from(r.leaf.as_ref()).ok()?;
@@ -104,7 +104,7 @@ pub(crate) fn key_from_disk(
             batches.get(&sig)?.clone()
         };
         let s = reopen(r.raw, auth, r.index).ok()?;
-        (s.record.key.as_ref() == key).then_some(s)
+        (s.key() == key).then_some(s)
     };
     Some(KeyEntry {
         cutoff: d.cutoff_ms,
@@ -123,7 +123,7 @@ mod tests {
     use rs2p_base::Keypair;
     use rs2p_record::{seal, Record};
 
-    fn stored(kp: &Keypair, keys: &[(Vec<u8>, Vec<u8>)], t: u64) -> Vec<Arc<Stored>> {
+    fn stored(kp: &Keypair, keys: &[(Vec<u8>, Vec<u8>)], t: u64) -> Vec<Stored> {
         let records = keys
             .iter()
             .enumerate()
@@ -154,7 +154,7 @@ mod tests {
             let kp = Keypair::from_seed([3; 32]);
             let keys: Vec<_> = keys.into_iter().collect();
             let all = stored(&kp, &keys, 1_000);
-            let auth = all[0].auth.clone();
+            let auth = all[0].auth().clone();
             let sig = auth.signature;
             let disk_batch = batch_to_disk(&auth);
             let back = batch_from_disk(&sig, disk_batch).expect("batch decodes");
@@ -165,7 +165,7 @@ mod tests {
             let disk = key_to_disk(&entry);
             let got = key_from_disk(&keys[0].0, disk.clone(), &batches).expect("entry decodes");
             prop_assert_eq!(got.cutoff, cutoff);
-            prop_assert_eq!(&got.records[0].record, &s.record);
+            prop_assert_eq!(got.records[0].record(), s.record());
             prop_assert_eq!(got.records[0].leaf(), s.leaf());
             // A record signed alone needs no stored batch.
             let no_batches = HashMap::new();

@@ -381,7 +381,7 @@ impl Disk {
                 .ok()
                 .and_then(|d| codec::key_from_disk(&key, d, &batches))
                 .ok_or_else(|| corrupt(dir, format!("the entry of key {:?} is damaged", key)))?;
-            used.extend(entry.all().map(|s| s.auth.signature));
+            used.extend(entry.all().map(|s| s.auth().signature));
             keys.push((key, entry));
         }
         let mut meta = HashMap::new();
@@ -592,12 +592,12 @@ fn commit(
                 }
                 Some(e) => {
                     for s in e.all() {
-                        let sig = s.auth.signature;
+                        let sig = s.auth().signature;
                         // A batch of one record is rebuilt from the record itself on load.
-                        let alone = s.auth.leaves.len() == 1;
+                        let alone = s.auth().leaves.len() == 1;
                         if !alone && !known.contains(&sig) && !added.contains(&sig) {
                             buf.clear();
-                            codec::batch_to_disk(&s.auth)
+                            codec::batch_to_disk(s.auth())
                                 .encode(&mut buf)
                                 .expect("a Vec grows");
                             bt.insert(&sig[..], buf.as_slice()).map_err(err)?;

@@ -35,7 +35,7 @@
 //!     accept_unsigned: false,
 //! };
 //! let opened = open(batch, &limits).expect("a valid batch");
-//! assert_eq!(opened[0].record, rec);
+//! assert_eq!(opened[0].record(), rec);
 //! ```
 
 mod error;
@@ -48,6 +48,6 @@ mod verified;
 pub use error::RecordError;
 pub use record::{
     open, open_flooded, open_with, regroup, reopen, seal, seal_unsigned, short, BatchAuth, Limits,
-    Record, Stored,
+    Record, RecordFields, Stored,
 };
 pub use verified::VerifiedBatches;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use rs2p_base::wire::pb;
 use rs2p_base::{Hash256, Keypair, PeerId, Signature};
+use triomphe::ThinArc;
 
 use super::merkle;
 use crate::{RecordError, VerifiedBatches};
@@ -59,17 +60,335 @@ pub struct BatchAuth {
     pub leaves: Vec<Hash256>,
 }
 
-/// A verified record as stored: the record, its exact signed bytes, and its proof of origin.
+/// A verified record as stored: its exact signed bytes, the fields read from them, and its proof
+/// of origin, in one reference-counted allocation (a thin pointer; cloning it is one atomic
+/// increment). The key and value are read in place from the signed bytes.
+///
+/// At a million keys a store holds a million of these, so the layout is kept small: a record
+/// of a 32-byte key and a 100-byte value takes one 240-byte allocation, where a [`Record`]
+/// with its own copy of the bytes, the owner and two `Bytes` handles took three allocations of
+/// 416 bytes in all.
+#[derive(Clone)]
+pub struct Stored(ThinArc<Fields, u8>);
+
+/// What a [`Stored`] keeps beside its signed bytes.
 #[derive(Debug)]
-pub struct Stored {
-    /// The record (its key and value point into `raw`).
-    pub record: Record,
+struct Fields {
+    auth: Arc<BatchAuth>,
+    issued_at: u64,
+    version: u64,
+    lease_until: u64,
+    /// The record's position in its batch.
+    index: u32,
+    /// Where the key and the value lie in the signed bytes.
+    key_at: u32,
+    key_len: u32,
+    value_at: u32,
+    value_len: u32,
+    tombstone: bool,
+}
+
+/// Where `part` (a slice of `raw`, or empty) lies in `raw`.
+fn span(raw: &Bytes, part: &Bytes) -> Result<(u32, u32), RecordError> {
+    if part.is_empty() {
+        return Ok((0, 0));
+    }
+    let at = (part.as_ptr() as usize)
+        .checked_sub(raw.as_ptr() as usize)
+        .filter(|at| at + part.len() <= raw.len())
+        .ok_or(RecordError::Malformed)?;
+    let at = u32::try_from(at).map_err(|_| RecordError::TooLarge)?;
+    let len = u32::try_from(part.len()).map_err(|_| RecordError::TooLarge)?;
+    Ok((at, len))
+}
+
+impl Stored {
+    /// The bytes a stored record's allocation takes beside its signed bytes: its fields, the
+    /// reference count and the length.
+    pub const FIXED_BYTES: usize = std::mem::size_of::<Fields>() + 2 * std::mem::size_of::<usize>();
+
+    /// Builds a stored record from its signed bytes `raw`, decoded into `p` (whose key and value
+    /// are slices of `raw`), owned by `auth`'s signer at position `index` of the batch.
+    fn from_decoded(
+        raw: &Bytes,
+        p: &pb::Record,
+        lease_until: u64,
+        auth: Arc<BatchAuth>,
+        index: u32,
+    ) -> Result<Self, RecordError> {
+        let (key_at, key_len) = span(raw, &p.key)?;
+        let (value_at, value_len) = span(raw, &p.value)?;
+        let fields = Fields {
+            auth,
+            issued_at: p.issued_at_ms,
+            version: p.version,
+            lease_until,
+            index,
+            key_at,
+            key_len,
+            value_at,
+            value_len,
+            tombstone: p.tombstone,
+        };
+        Ok(Self(ThinArc::from_header_and_slice(fields, raw)))
+    }
+
+    /// Builds the stored form of `record`, freshly encoded as `raw` by this crate (so its key
+    /// and value come first, each after a one-byte tag and a length).
+    fn from_encoded(
+        record: &Record,
+        raw: &Bytes,
+        auth: Arc<BatchAuth>,
+        index: u32,
+    ) -> Result<Self, RecordError> {
+        let varint_len = |n: usize| (usize::BITS - (n | 1).leading_zeros()).div_ceil(7) as usize;
+        let key_at = 1 + varint_len(record.key.len());
+        let value_at = key_at + record.key.len() + 1 + varint_len(record.value.len());
+        let laid_out = raw.get(key_at..key_at + record.key.len()) == Some(&record.key[..])
+            && (record.value.is_empty()
+                || raw.get(value_at..value_at + record.value.len()) == Some(&record.value[..]));
+        if !laid_out {
+            // Not laid out as expected: read the record back.
+            let p: pb::Record =
+                rs2p_base::wire::decode_bytes(raw.clone()).map_err(|_| RecordError::Malformed)?;
+            return Self::from_decoded(raw, &p, record.lease_until, auth, index);
+        }
+        let fields = Fields {
+            auth,
+            issued_at: record.issued_at,
+            version: record.version,
+            lease_until: record.lease_until,
+            index,
+            key_at: u32::try_from(key_at).map_err(|_| RecordError::TooLarge)?,
+            key_len: u32::try_from(record.key.len()).map_err(|_| RecordError::TooLarge)?,
+            value_at: if record.value.is_empty() {
+                0
+            } else {
+                u32::try_from(value_at).map_err(|_| RecordError::TooLarge)?
+            },
+            value_len: u32::try_from(record.value.len()).map_err(|_| RecordError::TooLarge)?,
+            tombstone: record.tombstone,
+        };
+        Ok(Self(ThinArc::from_header_and_slice(fields, raw)))
+    }
+
+    fn fields(&self) -> &Fields {
+        &self.0.header.header
+    }
+
     /// The encoded record exactly as signed.
-    pub raw: Bytes,
+    pub fn raw(&self) -> &[u8] {
+        &self.0.slice
+    }
+
+    /// [`Stored::raw`] as `Bytes` that keep this record alive (one small allocation).
+    pub fn raw_bytes(&self) -> Bytes {
+        Bytes::from_owner(RawOwner(self.clone()))
+    }
+
+    /// The key.
+    pub fn key(&self) -> &[u8] {
+        let f = self.fields();
+        &self.raw()[f.key_at as usize..][..f.key_len as usize]
+    }
+
+    /// The value (empty for a tombstone).
+    pub fn value(&self) -> &[u8] {
+        let f = self.fields();
+        &self.raw()[f.value_at as usize..][..f.value_len as usize]
+    }
+
+    /// The key and the value as `Bytes` that share one handle on this record.
+    pub fn key_value_bytes(&self) -> (Bytes, Bytes) {
+        let f = self.fields();
+        let raw = self.raw_bytes();
+        let key = raw.slice(f.key_at as usize..(f.key_at + f.key_len) as usize);
+        let value = if f.value_len == 0 {
+            Bytes::new()
+        } else {
+            raw.slice(f.value_at as usize..(f.value_at + f.value_len) as usize)
+        };
+        (key, value)
+    }
+
+    /// [`Stored::value`] as `Bytes` that keep this record alive (one small allocation, none
+    /// for an empty value).
+    pub fn value_bytes(&self) -> Bytes {
+        let f = self.fields();
+        if f.value_len == 0 {
+            return Bytes::new();
+        }
+        self.raw_bytes()
+            .slice(f.value_at as usize..(f.value_at + f.value_len) as usize)
+    }
+
+    /// The record, with its key and value as `Bytes` that keep this stored record alive.
+    pub fn record(&self) -> Record {
+        let (key, value) = self.key_value_bytes();
+        let f = self.fields();
+        Record {
+            key,
+            value,
+            tombstone: f.tombstone,
+            owner: f.auth.owner,
+            issued_at: f.issued_at,
+            version: f.version,
+            lease_until: f.lease_until,
+        }
+    }
+
+    /// Who wrote it.
+    pub fn owner(&self) -> &PeerId {
+        &self.fields().auth.owner
+    }
+
+    /// When (the owner's clock, Unix ms).
+    pub fn issued_at(&self) -> u64 {
+        self.fields().issued_at
+    }
+
+    /// Strictly increasing per owner.
+    pub fn version(&self) -> u64 {
+        self.fields().version
+    }
+
+    /// Until when the owner leases the key (equal to `issued_at` without a lease).
+    pub fn lease_until(&self) -> u64 {
+        self.fields().lease_until
+    }
+
+    /// Whether this write deletes the key.
+    pub fn tombstone(&self) -> bool {
+        self.fields().tombstone
+    }
+
+    /// [`Record::sort_key`] of the record.
+    pub fn sort_key(&self) -> (u64, PeerId, u64) {
+        let f = self.fields();
+        (f.issued_at, f.auth.owner, f.version)
+    }
+
     /// Its batch's signature and leaves.
-    pub auth: Arc<BatchAuth>,
+    pub fn auth(&self) -> &Arc<BatchAuth> {
+        &self.fields().auth
+    }
+
     /// Its position in the batch.
-    pub index: u32,
+    pub fn index(&self) -> u32 {
+        self.fields().index
+    }
+
+    /// Whether `self` and `other` hold the same record (the same write: key, value, owner,
+    /// time, version and lease), whether or not they are the same allocation.
+    pub fn same_record(&self, other: &Self) -> bool {
+        Self::ptr_eq(self, other)
+            || (self.sort_key() == other.sort_key()
+                && self.lease_until() == other.lease_until()
+                && self.tombstone() == other.tombstone()
+                && self.key() == other.key()
+                && self.value() == other.value())
+    }
+
+    /// Whether `a` and `b` are the same allocation (so certainly the same record).
+    pub fn ptr_eq(a: &Self, b: &Self) -> bool {
+        a.0.ptr() == b.0.ptr()
+    }
+
+    /// The record's leaf hash (its identity).
+    pub fn leaf(&self) -> &Hash256 {
+        &self.auth().leaves[self.index() as usize]
+    }
+
+    /// The first 8 bytes of the leaf hash, for digests.
+    pub fn short_hash(&self) -> u64 {
+        short(self.leaf())
+    }
+}
+
+impl std::fmt::Debug for Stored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stored")
+            .field("record", &self.record())
+            .field("index", &self.index())
+            .field("leaf", &short(self.leaf()))
+            .finish()
+    }
+}
+
+/// Equal when they hold the same write ([`Stored::same_record`]).
+impl PartialEq for Stored {
+    fn eq(&self, other: &Self) -> bool {
+        self.same_record(other)
+    }
+}
+
+impl Eq for Stored {}
+
+/// Owns a [`Stored`] for [`Stored::raw_bytes`].
+struct RawOwner(Stored);
+
+impl AsRef<[u8]> for RawOwner {
+    fn as_ref(&self) -> &[u8] {
+        self.0.raw()
+    }
+}
+
+/// The fields [`crate::resolve`] folds by, read from a [`Record`] or in place from a
+/// [`Stored`].
+pub trait RecordFields {
+    /// Who wrote it.
+    fn owner(&self) -> &PeerId;
+    /// When (Unix ms).
+    fn issued_at(&self) -> u64;
+    /// Its version.
+    fn version(&self) -> u64;
+    /// Until when it leases its key.
+    fn lease_until(&self) -> u64;
+    /// Whether it deletes its key.
+    fn tombstone(&self) -> bool;
+    /// `(issued_at, owner, version)`.
+    fn sort_key(&self) -> (u64, PeerId, u64) {
+        (self.issued_at(), *self.owner(), self.version())
+    }
+}
+
+impl RecordFields for Record {
+    fn owner(&self) -> &PeerId {
+        &self.owner
+    }
+    fn issued_at(&self) -> u64 {
+        self.issued_at
+    }
+    fn version(&self) -> u64 {
+        self.version
+    }
+    fn lease_until(&self) -> u64 {
+        self.lease_until
+    }
+    fn tombstone(&self) -> bool {
+        self.tombstone
+    }
+}
+
+impl RecordFields for Stored {
+    fn owner(&self) -> &PeerId {
+        Stored::owner(self)
+    }
+    fn issued_at(&self) -> u64 {
+        Stored::issued_at(self)
+    }
+    fn version(&self) -> u64 {
+        Stored::version(self)
+    }
+    fn lease_until(&self) -> u64 {
+        Stored::lease_until(self)
+    }
+    fn tombstone(&self) -> bool {
+        Stored::tombstone(self)
+    }
+    fn sort_key(&self) -> (u64, PeerId, u64) {
+        Stored::sort_key(self)
+    }
 }
 
 /// The last 32 bytes of an unsigned batch's id. A real signature's last 32 bytes are a scalar
@@ -89,18 +408,6 @@ fn unsigned_id(leaves: &[Hash256]) -> Signature {
     id[..32].copy_from_slice(&merkle::root(leaves));
     id[32..].copy_from_slice(&UNSIGNED_MARK);
     id
-}
-
-impl Stored {
-    /// The record's leaf hash (its identity).
-    pub fn leaf(&self) -> &Hash256 {
-        &self.auth.leaves[self.index as usize]
-    }
-
-    /// The first 8 bytes of the leaf hash, for digests.
-    pub fn short_hash(&self) -> u64 {
-        short(self.leaf())
-    }
 }
 
 /// The first 8 bytes of a hash as a little-endian integer.
@@ -126,7 +433,7 @@ pub fn seal(
     keypair: &Keypair,
     network_id: &[u8; 32],
     records: Vec<Record>,
-) -> (Vec<Arc<Stored>>, pb::RecordBatch) {
+) -> (Vec<Stored>, pb::RecordBatch) {
     seal_with(keypair.peer_id(), records, |leaves| {
         Some(keypair.sign(&signed_message(
             network_id,
@@ -140,7 +447,7 @@ pub fn seal(
 /// vouches for every other (the links are still authenticated and encrypted, but a record's
 /// origin is not provable to a third node). Only receivers whose [`Limits::accept_unsigned`] is
 /// set accept it; the batch is sent with an empty signature.
-pub fn seal_unsigned(owner: PeerId, records: Vec<Record>) -> (Vec<Arc<Stored>>, pb::RecordBatch) {
+pub fn seal_unsigned(owner: PeerId, records: Vec<Record>) -> (Vec<Stored>, pb::RecordBatch) {
     seal_with(owner, records, |_| None)
 }
 
@@ -150,7 +457,7 @@ fn seal_with(
     owner: PeerId,
     records: Vec<Record>,
     sign: impl FnOnce(&[Hash256]) -> Option<Signature>,
-) -> (Vec<Arc<Stored>>, pb::RecordBatch) {
+) -> (Vec<Stored>, pb::RecordBatch) {
     debug_assert!(
         records.iter().all(|r| r.owner == owner),
         "a batch holds its owner's records only"
@@ -175,16 +482,12 @@ fn seal_with(
         flood_records: vec![],
     };
     let stored = records
-        .into_iter()
-        .zip(raws)
+        .iter()
+        .zip(&raws)
         .enumerate()
         .map(|(i, (record, raw))| {
-            Arc::new(Stored {
-                record,
-                raw,
-                auth: auth.clone(),
-                index: i as u32,
-            })
+            Stored::from_encoded(record, raw, auth.clone(), i as u32)
+                .expect("a record this crate just encoded reads back, and is under 4 GiB")
         })
         .collect();
     (stored, wire)
@@ -213,8 +516,8 @@ const MAX_LEAVES: usize = 1 << 16;
 
 /// Verifies a batch from the wire: its signature, and every record against `limits`. All or
 /// nothing: one bad record refuses the whole batch.
-pub fn open(batch: pb::RecordBatch, limits: &Limits) -> Result<Vec<Arc<Stored>>, RecordError> {
-    open_inner(batch, limits, None, true)
+pub fn open(batch: pb::RecordBatch, limits: &Limits) -> Result<Vec<Stored>, RecordError> {
+    open_inner(batch, limits, None)
 }
 
 /// [`open`], remembering the batches it verifies in `verified` and skipping the root and the
@@ -224,8 +527,8 @@ pub fn open_with(
     batch: pb::RecordBatch,
     limits: &Limits,
     verified: &mut VerifiedBatches,
-) -> Result<Vec<Arc<Stored>>, RecordError> {
-    open_inner(batch, limits, Some(verified), true)
+) -> Result<Vec<Stored>, RecordError> {
+    open_inner(batch, limits, Some(verified))
 }
 
 /// [`open_with`] for a live batch that came in a flood issued at `flood_ms`: its records are
@@ -236,7 +539,7 @@ pub fn open_flooded(
     flood_ms: u64,
     limits: &Limits,
     verified: &mut VerifiedBatches,
-) -> Result<Vec<Arc<Stored>>, RecordError> {
+) -> Result<Vec<Stored>, RecordError> {
     if batch.flood_records.is_empty() {
         return open_with(batch, limits, verified);
     }
@@ -247,18 +550,14 @@ pub fn open_flooded(
         .into_iter()
         .map(|f| crate::relative::rebuild(f, flood_ms))
         .collect::<Result<_, _>>()?;
-    // Each rebuilt record is an allocation of its own already.
-    open_inner(batch, limits, Some(verified), false)
+    open_inner(batch, limits, Some(verified))
 }
 
-/// `copy`: whether each record's bytes are copied out of the batch's (which may be a slice of a
-/// whole received frame).
 fn open_inner(
     batch: pb::RecordBatch,
     limits: &Limits,
     verified: Option<&mut VerifiedBatches>,
-    copy: bool,
-) -> Result<Vec<Arc<Stored>>, RecordError> {
+) -> Result<Vec<Stored>, RecordError> {
     let owner = PeerId::from_slice(&batch.owner).ok_or(RecordError::Malformed)?;
     let signed = !batch.signature.is_empty();
     if !signed && !limits.accept_unsigned {
@@ -341,21 +640,18 @@ fn open_inner(
     };
     let mut out = Vec::with_capacity(batch.records.len());
     for (raw, index) in batch.records.into_iter().zip(indices) {
-        // Own allocation per record, so a stored record never pins a whole received frame.
-        let raw = if copy {
-            Bytes::copy_from_slice(&raw)
-        } else {
-            raw
-        };
+        // Decoded in place (the key and value are slices of `raw`), then copied with its fields
+        // into an allocation of its own, so a stored record never pins a whole received frame.
         let p: pb::Record =
             rs2p_base::wire::decode_bytes(raw.clone()).map_err(|_| RecordError::Malformed)?;
-        let record = check(p, owner, limits)?;
-        out.push(Arc::new(Stored {
-            record,
-            raw,
-            auth: auth.clone(),
+        let lease_until = check(&p, limits)?;
+        out.push(Stored::from_decoded(
+            &raw,
+            &p,
+            lease_until,
+            auth.clone(),
             index,
-        }));
+        )?);
     }
     Ok(out)
 }
@@ -364,33 +660,21 @@ fn open_inner(
 /// directory. The signature is not checked again (the record was verified before it was stored);
 /// the leaf hash and the owner are, so a damaged or mismatched record is refused as
 /// [`RecordError::Malformed`] rather than stored under another record's proof.
-pub fn reopen(raw: Bytes, auth: Arc<BatchAuth>, index: u32) -> Result<Arc<Stored>, RecordError> {
+pub fn reopen(raw: Bytes, auth: Arc<BatchAuth>, index: u32) -> Result<Stored, RecordError> {
     if auth.leaves.get(index as usize) != Some(&merkle::leaf(&raw)) {
         return Err(RecordError::Malformed);
     }
     let p: pb::Record =
         rs2p_base::wire::decode_bytes(raw.clone()).map_err(|_| RecordError::Malformed)?;
-    let record = Record {
-        lease_until: p
-            .issued_at_ms
-            .checked_add(p.lease_ms)
-            .ok_or(RecordError::Malformed)?,
-        key: p.key,
-        value: p.value,
-        tombstone: p.tombstone,
-        owner: auth.owner,
-        issued_at: p.issued_at_ms,
-        version: p.version,
-    };
-    Ok(Arc::new(Stored {
-        record,
-        raw,
-        auth,
-        index,
-    }))
+    let lease_until = p
+        .issued_at_ms
+        .checked_add(p.lease_ms)
+        .ok_or(RecordError::Malformed)?;
+    Stored::from_decoded(&raw, &p, lease_until, auth, index)
 }
 
-fn check(p: pb::Record, owner: PeerId, l: &Limits) -> Result<Record, RecordError> {
+/// Checks a decoded record against `l`; returns its lease end.
+fn check(p: &pb::Record, l: &Limits) -> Result<u64, RecordError> {
     if p.key.is_empty() || p.key.len() > l.max_key_len || p.value.len() > l.max_value_len {
         return Err(RecordError::TooLarge);
     }
@@ -403,27 +687,19 @@ fn check(p: pb::Record, owner: PeerId, l: &Limits) -> Result<Record, RecordError
     if p.lease_ms > l.max_lease {
         return Err(RecordError::LeaseTooLong);
     }
-    Ok(Record {
-        lease_until: p.issued_at_ms + p.lease_ms,
-        key: p.key,
-        value: p.value,
-        tombstone: p.tombstone,
-        owner,
-        issued_at: p.issued_at_ms,
-        version: p.version,
-    })
+    Ok(p.issued_at_ms + p.lease_ms)
 }
 
 /// Groups stored records by their batch and builds wire batches that carry them with their
 /// original signatures (the leaves travel along unless the group is the whole batch in order).
-pub fn regroup<'a>(records: impl IntoIterator<Item = &'a Arc<Stored>>) -> Vec<pb::RecordBatch> {
-    let mut groups: Vec<(Arc<BatchAuth>, Vec<&'a Arc<Stored>>)> = Vec::new();
+pub fn regroup<'a>(records: impl IntoIterator<Item = &'a Stored>) -> Vec<pb::RecordBatch> {
+    let mut groups: Vec<(Arc<BatchAuth>, Vec<&'a Stored>)> = Vec::new();
     let mut index: std::collections::HashMap<*const BatchAuth, usize> =
         std::collections::HashMap::new();
     for s in records {
-        let key = Arc::as_ptr(&s.auth);
+        let key = Arc::as_ptr(s.auth());
         let slot = *index.entry(key).or_insert_with(|| {
-            groups.push((s.auth.clone(), Vec::new()));
+            groups.push((s.auth().clone(), Vec::new()));
             groups.len() - 1
         });
         groups[slot].1.push(s);
@@ -431,8 +707,8 @@ pub fn regroup<'a>(records: impl IntoIterator<Item = &'a Arc<Stored>>) -> Vec<pb
     groups
         .into_iter()
         .map(|(auth, mut members)| {
-            members.sort_by_key(|s| s.index);
-            members.dedup_by_key(|s| s.index);
+            members.sort_by_key(|s| s.index());
+            members.dedup_by_key(|s| s.index());
             let whole = members.len() == auth.leaves.len();
             pb::RecordBatch {
                 owner: Bytes::copy_from_slice(auth.owner.as_bytes()),
@@ -441,7 +717,7 @@ pub fn regroup<'a>(records: impl IntoIterator<Item = &'a Arc<Stored>>) -> Vec<pb
                 } else {
                     Bytes::new()
                 },
-                records: members.iter().map(|s| s.raw.clone()).collect(),
+                records: members.iter().map(|s| s.raw_bytes()).collect(),
                 leaves: if whole {
                     vec![]
                 } else {
@@ -453,7 +729,7 @@ pub fn regroup<'a>(records: impl IntoIterator<Item = &'a Arc<Stored>>) -> Vec<pb
                 indices: if whole {
                     vec![]
                 } else {
-                    members.iter().map(|s| s.index).collect()
+                    members.iter().map(|s| s.index()).collect()
                 },
                 flood_records: vec![],
             }
@@ -489,6 +765,89 @@ mod tests {
         }
     }
 
+    fn arb_record() -> impl proptest::strategy::Strategy<Value = Record> {
+        use proptest::prelude::*;
+        (
+            proptest::collection::vec(any::<u8>(), 1..300),
+            proptest::collection::vec(any::<u8>(), 0..300),
+            any::<bool>(),
+            0u64..1_000_000,
+            any::<u64>(),
+            0u64..3_600_000,
+        )
+            .prop_map(
+                |(key, value, tombstone, issued_at, version, lease)| Record {
+                    key: key.into(),
+                    value: if tombstone {
+                        Bytes::new()
+                    } else {
+                        value.into()
+                    },
+                    tombstone,
+                    owner: Keypair::from_seed([5; 32]).peer_id(),
+                    issued_at,
+                    version,
+                    lease_until: issued_at + lease,
+                },
+            )
+    }
+
+    proptest::proptest! {
+        /// A stored record reads back the record it was made from, whether it was sealed here
+        /// or opened from the wire, and both forms hold the same bytes.
+        #[test]
+        fn a_stored_record_reads_back_its_record(
+            records in proptest::collection::vec(arb_record(), 1..8),
+        ) {
+            let kp = Keypair::from_seed([5; 32]);
+            let mut l = limits();
+            l.max_key_len = 300;
+            l.max_value_len = 300;
+            let (sealed, wire) = seal(&kp, &[1; 32], records.clone());
+            let opened = open(wire, &l).unwrap();
+            for ((r, s), o) in records.iter().zip(&sealed).zip(&opened) {
+                proptest::prop_assert_eq!(&s.record(), r);
+                proptest::prop_assert_eq!(&o.record(), r);
+                proptest::prop_assert_eq!(s.key(), &r.key[..]);
+                proptest::prop_assert_eq!(o.value(), &r.value[..]);
+                proptest::prop_assert_eq!(&o.value_bytes(), &r.value);
+                proptest::prop_assert_eq!(s.raw(), o.raw());
+                proptest::prop_assert_eq!(&o.raw_bytes()[..], s.raw());
+                proptest::prop_assert!(s.same_record(o) && s == o);
+                proptest::prop_assert_eq!(RecordFields::sort_key(o), r.sort_key());
+            }
+        }
+    }
+
+    #[test]
+    fn a_record_encoded_in_another_field_order_is_read_back_by_decoding() {
+        let kp = Keypair::from_seed([5; 32]);
+        let r = Record {
+            value: Bytes::from_static(b"value"),
+            ..rec(&kp, "key", 1000)
+        };
+        // The value's field before the key's: not where a fresh encoding puts them.
+        let mut raw = vec![0x12, 5];
+        raw.extend_from_slice(b"value");
+        raw.extend_from_slice(&[0x0a, 3]);
+        raw.extend_from_slice(b"key");
+        let tail = rs2p_base::wire::encode(&pb::Record {
+            key: Bytes::new(),
+            value: Bytes::new(),
+            ..r.to_pb()
+        });
+        raw.extend_from_slice(&tail);
+        let auth = Arc::new(BatchAuth {
+            owner: kp.peer_id(),
+            signature: [0; 64],
+            leaves: vec![[0; 32]],
+        });
+        let s = Stored::from_encoded(&r, &Bytes::from(raw), auth, 0).unwrap();
+        assert_eq!(s.record(), r);
+        assert_eq!(s.key(), b"key");
+        assert_eq!(s.value(), b"value");
+    }
+
     #[test]
     fn a_sealed_batch_opens_whole_and_in_parts() {
         let kp = Keypair::from_seed([5; 32]);
@@ -498,7 +857,7 @@ mod tests {
         let (stored, wire) = seal(&kp, &[1; 32], records.clone());
         let opened = open(wire, &limits()).unwrap();
         assert_eq!(
-            opened.iter().map(|s| s.record.clone()).collect::<Vec<_>>(),
+            opened.iter().map(|s| s.record()).collect::<Vec<_>>(),
             records
         );
         // Any subset travels with the leaves and opens with the same signature.
@@ -507,7 +866,7 @@ mod tests {
         assert_eq!(part[0].leaves.len(), 5);
         let opened = open(part[0].clone(), &limits()).unwrap();
         assert_eq!(opened.len(), 2);
-        assert_eq!(opened[1].record, records[3]);
+        assert_eq!(opened[1].record(), records[3]);
     }
 
     #[test]
@@ -524,8 +883,8 @@ mod tests {
         assert_eq!(verified.len(), 1);
         // The second part reuses the first part's proof (one copy of the leaves).
         let b = open_with(second.clone(), &limits(), &mut verified).unwrap();
-        assert!(Arc::ptr_eq(&a[0].auth, &b[0].auth));
-        assert_eq!(b[2].record, records[5]);
+        assert!(Arc::ptr_eq(a[0].auth(), b[0].auth()));
+        assert_eq!(b[2].record(), records[5]);
         // A record swapped into a later part is still refused by its leaf.
         let mut bad = second.clone();
         bad.records[1] = rs2p_base::wire::encode(&rec(&kp, "other", 1000).to_pb());
@@ -556,7 +915,7 @@ mod tests {
             .map(|i| rec(&kp, &format!("k{i}"), 1000 + i))
             .collect();
         let (stored, wire) = seal_unsigned(kp.peer_id(), records.clone());
-        assert!(!stored[0].auth.is_signed());
+        assert!(!stored[0].auth().is_signed());
         assert!(wire.signature.is_empty());
         assert_eq!(
             open(wire.clone(), &limits()).unwrap_err(),
@@ -565,8 +924,8 @@ mod tests {
         let mut trusting = limits();
         trusting.accept_unsigned = true;
         let opened = open(wire, &trusting).unwrap();
-        assert_eq!(opened[3].record, records[3]);
-        assert_eq!(opened[0].auth.signature, stored[0].auth.signature);
+        assert_eq!(opened[3].record(), records[3]);
+        assert_eq!(opened[0].auth().signature, stored[0].auth().signature);
         // Parts of it still travel unsigned, and still check each record's leaf.
         let mut part = regroup(&stored[1..3]).remove(0);
         assert!(part.signature.is_empty());
@@ -580,11 +939,11 @@ mod tests {
         let mut verified = VerifiedBatches::default();
         let x = open_with(regroup(&stored[..2]).remove(0), &trusting, &mut verified).unwrap();
         let y = open_with(regroup(&stored[2..]).remove(0), &trusting, &mut verified).unwrap();
-        assert!(Arc::ptr_eq(&x[0].auth, &y[0].auth));
-        assert_eq!(y[0].auth.signature, stored[0].auth.signature);
+        assert!(Arc::ptr_eq(x[0].auth(), y[0].auth()));
+        assert_eq!(y[0].auth().signature, stored[0].auth().signature);
         // A signed batch is still verified where unsigned ones are accepted.
         let (signed, mut w) = seal(&kp, &[1; 32], records);
-        assert!(signed[0].auth.is_signed());
+        assert!(signed[0].auth().is_signed());
         w.signature = Bytes::from(vec![7; 64]);
         assert_eq!(open(w, &trusting).unwrap_err(), RecordError::BadSignature);
     }

@@ -15,33 +15,33 @@ use crate::{RecordError, Stored};
 const VERSIONS_PER_MS: u64 = 1024;
 
 /// `stored`'s record relative to a flood issued at `flood_ms`, encoded, if it can be written so:
-/// its version is at least its time × 1024 and its lease a whole number of seconds. `stored.raw`
-/// must be the record's own encoding, as [`crate::seal`] makes it; [`rebuild`] then gives back
-/// exactly `stored.raw`.
+/// its version is at least its time × 1024 and its lease a whole number of seconds.
+/// `stored.raw()` must be the record's own encoding, as [`crate::seal`] makes it; [`rebuild`]
+/// then gives back exactly `stored.raw()`.
 pub fn flood_record(stored: &Stored, flood_ms: u64) -> Option<Bytes> {
-    let r = &stored.record;
-    let version_after = r
-        .version
-        .checked_sub(r.issued_at.checked_mul(VERSIONS_PER_MS)?)?;
-    let lease_ms = r.lease_until.checked_sub(r.issued_at)?;
+    let version_after = stored
+        .version()
+        .checked_sub(stored.issued_at().checked_mul(VERSIONS_PER_MS)?)?;
+    let lease_ms = stored.lease_until().checked_sub(stored.issued_at())?;
     if lease_ms % 1000 != 0 {
         return None;
     }
-    let after_ms = i64::try_from(r.issued_at)
+    let after_ms = i64::try_from(stored.issued_at())
         .ok()?
         .checked_sub(i64::try_from(flood_ms).ok()?)?;
+    let (key, value) = stored.key_value_bytes();
     let f = pb::FloodRecord {
-        key: r.key.clone(),
-        value: r.value.clone(),
-        tombstone: r.tombstone,
+        key,
+        value,
+        tombstone: stored.tombstone(),
         after_ms,
         version_after,
         lease_s: lease_ms / 1000,
     };
     let encoded = rs2p_base::wire::encode(&f);
     debug_assert_eq!(
-        rebuild(encoded.clone(), flood_ms).ok().as_ref(),
-        Some(&stored.raw),
+        rebuild(encoded.clone(), flood_ms).ok().as_deref(),
+        Some(stored.raw()),
         "a relative record rebuilds to the bytes its owner signed"
     );
     Some(encoded)
@@ -107,7 +107,7 @@ mod tests {
             let r = record(&kp, issued_at, issued_at * 1024 + version_after, lease_s * 1000, tombstone);
             let (stored, _) = seal(&kp, &[1; 32], vec![r]);
             let rel = flood_record(&stored[0], flood_ms).expect("representable");
-            prop_assert_eq!(rebuild(rel, flood_ms).unwrap(), stored[0].raw.clone());
+            prop_assert_eq!(rebuild(rel, flood_ms).unwrap(), stored[0].raw_bytes());
         }
 
         #[test]
@@ -127,7 +127,7 @@ mod tests {
         let rel = flood_record(&stored[0], t).unwrap();
         // key 5, value 7, lease_s 3: the time (7 B) and the version (9 B) are gone.
         assert_eq!(rel.len(), 5 + 7 + 3);
-        assert_eq!(stored[0].raw.len(), 5 + 7 + 7 + 9 + 5);
+        assert_eq!(stored[0].raw().len(), 5 + 7 + 7 + 9 + 5);
     }
 
     #[test]
@@ -169,8 +169,7 @@ mod tests {
             max_value_len: 64,
             accept_unsigned: false,
         };
-        let raws =
-            |v: Vec<std::sync::Arc<Stored>>| v.iter().map(|s| s.raw.clone()).collect::<Vec<_>>();
+        let raws = |v: Vec<Stored>| v.iter().map(|s| s.raw_bytes()).collect::<Vec<_>>();
         let mut verified = VerifiedBatches::default();
         let from_plain = open_with(plain.clone(), &limits, &mut verified).unwrap();
         let from_relative = open_flooded(

@@ -15,27 +15,35 @@
 //! that hold the same records show the same dictionary. Two leases issued in the same
 //! millisecond: the lower owner id sorts first and holds; the other does not apply.
 
+#[cfg(doc)]
 use super::record::Record;
+use super::record::RecordFields;
 
 /// Whether `r` applies on top of `holder` (see the [module docs](self)).
-pub fn applies(holder: Option<&Record>, r: &Record, leasing: bool) -> bool {
+pub fn applies<R: RecordFields>(holder: Option<&R>, r: &R, leasing: bool) -> bool {
     match holder {
         None => true,
         Some(_) if !leasing => true,
-        Some(h) => (r.owner == h.owner && r.version > h.version) || r.issued_at >= h.lease_until,
+        Some(h) => {
+            (r.owner() == h.owner() && r.version() > h.version())
+                || r.issued_at() >= h.lease_until()
+        }
     }
 }
 
 /// Without leasing, the fold keeps the record that sorts last: whether `r` replaces `holder`.
 /// Stores that keep only each key's newest record (the chord socket, a non-leasing sync store)
 /// use this and agree with [`fold`].
-pub fn supersedes(holder: &Record, r: &Record) -> bool {
+pub fn supersedes<R: RecordFields>(holder: &R, r: &R) -> bool {
     r.sort_key() > holder.sort_key()
 }
 
 /// Folds records already sorted by [`Record::sort_key`]; returns the index of the holder, or
 /// `None` when the key is empty (never written, or deleted).
-pub fn fold<'a>(sorted: impl IntoIterator<Item = &'a Record>, leasing: bool) -> Option<usize> {
+pub fn fold<'a, R: RecordFields + 'a>(
+    sorted: impl IntoIterator<Item = &'a R>,
+    leasing: bool,
+) -> Option<usize> {
     match fold_from(None, sorted, leasing) {
         Folded::At(i) => Some(i),
         Folded::Empty | Folded::Initial => None,
@@ -56,12 +64,12 @@ pub enum Folded {
 /// Folds sorted records on top of an initial holder (a checkpoint: the fold of every earlier
 /// record). `fold(P ∪ S) = fold_from(fold(P), S)` whenever every record of `P` sorts before every
 /// record of `S`, which is what makes checkpoints exact.
-pub fn fold_from<'a>(
-    initial: Option<&'a Record>,
-    sorted: impl IntoIterator<Item = &'a Record>,
+pub fn fold_from<'a, R: RecordFields + 'a>(
+    initial: Option<&'a R>,
+    sorted: impl IntoIterator<Item = &'a R>,
     leasing: bool,
 ) -> Folded {
-    let mut holder: Option<&Record> = initial;
+    let mut holder: Option<&R> = initial;
     let mut result = if initial.is_some() {
         Folded::Initial
     } else {
@@ -69,8 +77,8 @@ pub fn fold_from<'a>(
     };
     for (i, r) in sorted.into_iter().enumerate() {
         if applies(holder, r, leasing) {
-            holder = (!r.tombstone).then_some(r);
-            result = if r.tombstone {
+            holder = (!r.tombstone()).then_some(r);
+            result = if r.tombstone() {
                 Folded::Empty
             } else {
                 Folded::At(i)
@@ -83,6 +91,7 @@ pub fn fold_from<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Record;
     use bytes::Bytes;
     use proptest::prelude::*;
     use rs2p_base::PeerId;

@@ -244,7 +244,7 @@ impl SyncSocket {
             .lock()
             .store()
             .get(key.as_ref())
-            .map(|r| (r.owner, r.issued_at))
+            .map(|r| (*r.owner(), r.issued_at()))
     }
 
     /// The number of keys with a value.
@@ -261,11 +261,8 @@ impl SyncSocket {
     /// after.
     pub fn items(&self) -> Vec<(Bytes, Bytes)> {
         let m = self.shared.lock();
-        let mut v: Vec<(Bytes, Bytes)> = m
-            .store()
-            .iter()
-            .map(|(k, r)| (k.clone(), r.value.clone()))
-            .collect();
+        let mut v: Vec<(Bytes, Bytes)> =
+            m.store().iter().map(|(_, r)| r.key_value_bytes()).collect();
         drop(m);
         v.sort();
         v

@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use rs2p_record::{resolve, Stored};
@@ -13,7 +12,7 @@ use crate::ring::{key_pos, Pos};
 /// The newest record of each key held here (a tombstone for a deleted key).
 #[derive(Debug, Default)]
 pub struct Store {
-    records: BTreeMap<(Pos, Bytes), Arc<Stored>>,
+    records: BTreeMap<(Pos, Bytes), Stored>,
     live: usize,
     /// Keys changed since the last [`Store::take_dirty`], when changes are tracked.
     dirty: Option<HashSet<Bytes>>,
@@ -32,16 +31,14 @@ pub enum Applied {
 
 impl Store {
     /// Keeps `s` if it is newer than what the key holds ([`resolve::supersedes`]).
-    pub fn apply(&mut self, s: Arc<Stored>) -> Applied {
-        let k = (key_pos(&s.record.key), s.record.key.clone());
+    pub fn apply(&mut self, s: Stored) -> Applied {
+        let k = (key_pos(s.key()), Bytes::copy_from_slice(s.key()));
         match self.records.get(&k) {
             Some(h) if h.leaf() == s.leaf() => Applied::Duplicate,
-            Some(h) if !resolve::supersedes(&h.record, &s.record) => {
-                Applied::Older(h.record.issued_at)
-            }
+            Some(h) if !resolve::supersedes(h, &s) => Applied::Older(h.issued_at()),
             old => {
-                let was_live = old.is_some_and(|h| !h.record.tombstone);
-                match (was_live, s.record.tombstone) {
+                let was_live = old.is_some_and(|h| !h.tombstone());
+                match (was_live, s.tombstone()) {
                     (false, false) => self.live += 1,
                     (true, true) => self.live -= 1,
                     _ => {}
@@ -69,7 +66,7 @@ impl Store {
     }
 
     /// The key's newest record here (possibly a tombstone).
-    pub fn get(&self, key: &[u8]) -> Option<&Arc<Stored>> {
+    pub fn get(&self, key: &[u8]) -> Option<&Stored> {
         self.records
             .get(&(key_pos(key), Bytes::copy_from_slice(key)))
     }
@@ -90,7 +87,7 @@ impl Store {
     }
 
     /// The records whose key lies in the arc `(from, to]`, in ring order from `from`.
-    pub fn arc(&self, from: Pos, to: Pos) -> impl Iterator<Item = (Pos, &Arc<Stored>)> + '_ {
+    pub fn arc(&self, from: Pos, to: Pos) -> impl Iterator<Item = (Pos, &Stored)> + '_ {
         // Taken on positions: every key at `from` is excluded, every key at `to` included.
         let start = from.checked_add(1);
         if from < to {
@@ -108,7 +105,7 @@ impl Store {
         &self,
         lo: Option<Pos>,
         hi: Option<Pos>,
-    ) -> impl Iterator<Item = (Pos, &Arc<Stored>)> + '_ {
+    ) -> impl Iterator<Item = (Pos, &Stored)> + '_ {
         let range = lo.map(|lo| {
             let start = Bound::Included((lo, Bytes::new()));
             let end = match hi {
@@ -130,7 +127,7 @@ impl Store {
     }
 
     /// Every record, in ring order.
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<Stored>> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = &Stored> + '_ {
         self.records.values()
     }
 
@@ -148,11 +145,7 @@ impl Store {
             }
             keep
         });
-        self.live = self
-            .records
-            .values()
-            .filter(|s| !s.record.tombstone)
-            .count();
+        self.live = self.records.values().filter(|s| !s.tombstone()).count();
         before - self.records.len()
     }
 }
@@ -164,7 +157,7 @@ mod tests {
     use rs2p_base::Keypair;
     use rs2p_record::{seal, Record};
 
-    fn stored(kp: &Keypair, key: &[u8], t: u64, tomb: bool) -> Arc<Stored> {
+    fn stored(kp: &Keypair, key: &[u8], t: u64, tomb: bool) -> Stored {
         let r = Record {
             key: Bytes::copy_from_slice(key),
             value: if tomb {

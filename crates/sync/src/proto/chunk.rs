@@ -37,7 +37,7 @@ fn batch_cost(auth: &BatchAuth) -> usize {
 /// A transfer chunk being filled. See the [module docs](self).
 #[derive(Default)]
 pub(crate) struct Chunk {
-    records: Vec<Arc<Stored>>,
+    records: Vec<Stored>,
     checkpoints: Vec<pb::Checkpoint>,
     /// Bytes of the records' own encodings.
     record_bytes: usize,
@@ -48,7 +48,7 @@ pub(crate) struct Chunk {
 }
 
 fn batch_id(s: &Stored) -> usize {
-    Arc::as_ptr(&s.auth) as usize
+    Arc::as_ptr(s.auth()) as usize
 }
 
 impl Chunk {
@@ -72,9 +72,9 @@ impl Chunk {
         let batch = if self.batches.contains(&batch_id(s)) {
             0
         } else {
-            batch_cost(&s.auth)
+            batch_cost(s.auth())
         };
-        s.raw.len() + RECORD_OVERHEAD + batch
+        s.raw().len() + RECORD_OVERHEAD + batch
     }
 
     /// What adding a checkpoint for `key` held by `holder` would add to [`Chunk::frame_bytes`]
@@ -82,27 +82,24 @@ impl Chunk {
     pub(crate) fn checkpoint_cost(key: &[u8], holder: Option<&Stored>) -> usize {
         CHECKPOINT_OVERHEAD
             + key.len()
-            + holder.map_or(0, |h| h.raw.len() + RECORD_OVERHEAD + batch_cost(&h.auth))
+            + holder.map_or(0, |h| {
+                h.raw().len() + RECORD_OVERHEAD + batch_cost(h.auth())
+            })
     }
 
     /// Adds a record.
-    pub(crate) fn push_record(&mut self, s: &Arc<Stored>) {
+    pub(crate) fn push_record(&mut self, s: &Stored) {
         self.frame_bytes += self.record_cost(s);
-        self.record_bytes += s.raw.len();
+        self.record_bytes += s.raw().len();
         self.batches.insert(batch_id(s));
         self.records.push(s.clone());
     }
 
     /// Adds a key's checkpoint: its cutoff and the record that held the key then, if any.
-    pub(crate) fn push_checkpoint(
-        &mut self,
-        key: Bytes,
-        cutoff: u64,
-        holder: Option<&Arc<Stored>>,
-    ) {
-        self.frame_bytes += Self::checkpoint_cost(&key, holder.map(|h| &**h));
+    pub(crate) fn push_checkpoint(&mut self, key: Bytes, cutoff: u64, holder: Option<&Stored>) {
+        self.frame_bytes += Self::checkpoint_cost(&key, holder);
         if let Some(h) = holder {
-            self.record_bytes += h.raw.len();
+            self.record_bytes += h.raw().len();
         }
         self.checkpoints.push(pb::Checkpoint {
             key,
@@ -115,7 +112,7 @@ impl Chunk {
     /// carries and their bytes, for the counters. Leaves the chunk empty.
     pub(crate) fn take(&mut self, cutoff_ms: u64) -> (pb::SyncTransfer, u64, u64) {
         let chunk = std::mem::take(self);
-        let bytes = chunk.records.iter().map(|r| r.raw.len() as u64).sum();
+        let bytes = chunk.records.iter().map(|r| r.raw().len() as u64).sum();
         let count = chunk.records.len() as u64;
         let transfer = pb::SyncTransfer {
             batches: record::regroup(chunk.records.iter()),
@@ -136,7 +133,7 @@ mod tests {
     use crate::proto::record::{seal, Record};
 
     /// Batches of records (sizes chosen by the strategy) by one signer.
-    fn batches(sizes: &[Vec<(usize, usize)>]) -> Vec<Vec<Arc<Stored>>> {
+    fn batches(sizes: &[Vec<(usize, usize)>]) -> Vec<Vec<Stored>> {
         let kp = Keypair::from_seed([3; 32]);
         let mut version = 0;
         sizes
@@ -179,8 +176,8 @@ mod tests {
                 let batch = &all[b.index(all.len())];
                 let s = &batch[r.index(batch.len())];
                 match kind {
-                    0 => chunk.push_checkpoint(s.record.key.clone(), 1_700_000_000_000, Some(s)),
-                    1 => chunk.push_checkpoint(s.record.key.clone(), 1_700_000_000_000, None),
+                    0 => chunk.push_checkpoint(Bytes::copy_from_slice(s.key()), 1_700_000_000_000, Some(s)),
+                    1 => chunk.push_checkpoint(Bytes::copy_from_slice(s.key()), 1_700_000_000_000, None),
                     _ => chunk.push_record(s),
                 }
             }

@@ -32,7 +32,6 @@
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 
-use bytes::Bytes;
 use hashbrown::hash_table::{Entry, HashTable};
 
 /// Maps in a [`KeyMap`].
@@ -41,7 +40,7 @@ pub const SHARDS: usize = 256;
 /// A value that names its key (see the [module docs](self)).
 pub trait Keyed {
     /// The key, if the value names one now.
-    fn key(&self) -> Option<&Bytes>;
+    fn key(&self) -> Option<&[u8]>;
 }
 
 struct Slot<V> {
@@ -214,7 +213,7 @@ impl<V: Keyed> KeyMap<V> {
     }
 
     /// A key whose hash is `hash`, with its value (if several keys share the hash, one of them).
-    pub fn get_by_hash(&self, hash: u64) -> Option<(&Bytes, &V)> {
+    pub fn get_by_hash(&self, hash: u64) -> Option<(&[u8], &V)> {
         let m = self.mixed(hash);
         let shard = &self.shards[shard(m)];
         let slots = &shard.slots;
@@ -280,12 +279,12 @@ impl<V: Keyed> KeyMap<V> {
     }
 
     /// Every entry that names its key, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &V)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &V)> {
         self.iter_hashed().map(|(_, k, v)| (k, v))
     }
 
     /// Every entry that names its key, with its hash, in no particular order.
-    pub fn iter_hashed(&self) -> impl Iterator<Item = (u64, &Bytes, &V)> {
+    pub fn iter_hashed(&self) -> impl Iterator<Item = (u64, &[u8], &V)> {
         self.shards.iter().flat_map(|t| {
             t.slots
                 .iter()
@@ -297,6 +296,7 @@ impl<V: Keyed> KeyMap<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use proptest::prelude::*;
     use std::collections::HashMap;
 
@@ -308,8 +308,8 @@ mod tests {
     }
 
     impl Keyed for Val {
-        fn key(&self) -> Option<&Bytes> {
-            self.key.as_ref()
+        fn key(&self) -> Option<&[u8]> {
+            self.key.as_deref()
         }
     }
 
@@ -397,7 +397,7 @@ mod tests {
                 prop_assert!(map.contains_key(poor(k), k));
             }
             for h in 0..4u64 {
-                let found = map.get_by_hash(h).map(|(k, v)| (k.clone(), v.n));
+                let found = map.get_by_hash(h).map(|(k, v)| (Bytes::copy_from_slice(k), v.n));
                 match found {
                     Some((k, v)) => {
                         prop_assert_eq!(poor(&k), h);
@@ -406,7 +406,7 @@ mod tests {
                     None => prop_assert!(model.keys().all(|k| poor(k) != h)),
                 }
             }
-            let mut all: Vec<_> = map.iter().map(|(k, v)| (k.clone(), v.n)).collect();
+            let mut all: Vec<_> = map.iter().map(|(k, v)| (Bytes::copy_from_slice(k), v.n)).collect();
             all.sort();
             let mut want: Vec<_> = model.into_iter().collect();
             want.sort();

@@ -23,7 +23,6 @@
 //! Events for the user (updates, deletes, writes that lost) queue in [`SyncMachine::take_events`].
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::Arc;
 
 use bytes::Bytes;
 use prost::Message;
@@ -218,7 +217,7 @@ impl SyncMachine {
     /// so its next write sorts after all of them.
     pub fn restore(
         &mut self,
-        keys: impl IntoIterator<Item = (Bytes, u64, Option<Arc<Stored>>, Vec<Arc<Stored>>)>,
+        keys: impl IntoIterator<Item = (Bytes, u64, Option<Stored>, Vec<Stored>)>,
         cutoff: u64,
     ) {
         let me = self.keypair.peer_id();
@@ -226,9 +225,9 @@ impl SyncMachine {
         self.store.restore_cutoff(cutoff);
         for (key, c, base, records) in keys {
             for r in base.iter().chain(&records) {
-                if r.record.owner == me {
-                    self.last_issued = self.last_issued.max(r.record.issued_at);
-                    self.last_version = self.last_version.max(r.record.version);
+                if *r.owner() == me {
+                    self.last_issued = self.last_issued.max(r.issued_at());
+                    self.last_version = self.last_version.max(r.version());
                 }
             }
             self.store.restore(key, c, base, records);
@@ -253,7 +252,7 @@ impl SyncMachine {
 
     /// The value of `key`.
     pub fn get(&self, key: &[u8]) -> Option<Bytes> {
-        self.store.get(key).map(|r| r.value.clone())
+        self.store.get(key).map(Stored::value_bytes)
     }
 
     /// Events since the last call, oldest first.
@@ -481,12 +480,12 @@ impl SyncMachine {
         let now = cx.now();
         let mut blocked = None;
         let mut pick = None;
-        let mut candidates: Vec<(&Bytes, &Record)> = self.store.iter().collect();
+        let mut candidates: Vec<(&[u8], &Stored)> = self.store.iter().collect();
         candidates.sort_by(|a, b| a.0.cmp(b.0));
         for (k, r) in candidates {
             match self.store.lease_against(k, me, now) {
                 None => {
-                    pick = Some((k.clone(), r.value.clone()));
+                    pick = Some(r.key_value_bytes());
                     break;
                 }
                 Some((owner, until)) => {
@@ -500,14 +499,15 @@ impl SyncMachine {
     }
 
     /// Stores a record whose key's hash is `kh` and notes what changed.
-    fn merge(&mut self, kh: u64, s: Arc<Stored>) -> bool {
-        let key = s.record.key.clone();
+    fn merge(&mut self, kh: u64, s: Stored) -> bool {
+        let held = s.clone();
         let change = self.store.insert_hashed(kh, s);
-        self.note(key, change)
+        self.note(|| held.key_value_bytes().0, change)
     }
 
-    /// Turns a change of the store into events; returns whether anything was stored.
-    fn note(&mut self, key: Bytes, change: Change) -> bool {
+    /// Turns a change of the store into events; returns whether anything was stored. `key`
+    /// gives the changed key, called only for an event.
+    fn note(&mut self, key: impl FnOnce() -> Bytes, change: Change) -> bool {
         match change {
             Change::Stale => {
                 self.stats.stale += 1;
@@ -519,28 +519,30 @@ impl SyncMachine {
             }
             Change::Stored => true,
             Change::Updated { now, lost } => {
+                let (key, value) = now.key_value_bytes();
                 if let Some(l) = lost {
                     self.events.push_back(SyncEvent::WriteLost {
                         key: key.clone(),
-                        loser: l.owner,
-                        loser_issued_at: l.issued_at,
-                        winner: Some(now.owner),
+                        loser: *l.owner(),
+                        loser_issued_at: l.issued_at(),
+                        winner: Some(*now.owner()),
                     });
                 }
                 self.events.push_back(SyncEvent::Updated {
                     key,
-                    value: now.value,
-                    owner: now.owner,
-                    timestamp: now.issued_at,
+                    value,
+                    owner: *now.owner(),
+                    timestamp: now.issued_at(),
                 });
                 true
             }
             Change::Deleted { lost } => {
+                let key = key();
                 if let Some(l) = lost {
                     self.events.push_back(SyncEvent::WriteLost {
                         key: key.clone(),
-                        loser: l.owner,
-                        loser_issued_at: l.issued_at,
+                        loser: *l.owner(),
+                        loser_issued_at: l.issued_at(),
                         winner: None,
                     });
                 }
@@ -574,20 +576,20 @@ impl SyncMachine {
         };
         let me = self.keypair.peer_id();
         let (mut new, mut conflicts) = (0, 0);
-        let hashes = key_hashes(stored.iter().map(|s| &s.record.key[..]));
+        let hashes = key_hashes(stored.iter().map(Stored::key));
         for (s, kh) in stored.into_iter().zip(hashes) {
-            if s.record.owner == me && s.record.issued_at > self.last_issued {
+            if *s.owner() == me && s.issued_at() > self.last_issued {
                 // Our own records from before a restart: never issue below them again.
-                self.last_issued = s.record.issued_at;
-                self.last_version = self.last_version.max(s.record.version);
+                self.last_issued = s.issued_at();
+                self.last_version = self.last_version.max(s.version());
             }
             // A write that arrives after another owner's live lease on the key: kept (history can
             // still reorder, see the store's docs) but it does not show.
             let conflict = self.cfg.leasing
-                && self.store.get_hashed(kh, &s.record.key).is_some_and(|h| {
-                    h.owner != s.record.owner
-                        && h.sort_key() < s.record.sort_key()
-                        && s.record.issued_at < h.lease_until
+                && self.store.get_hashed(kh, s.key()).is_some_and(|h| {
+                    h.owner() != s.owner()
+                        && h.sort_key() < s.sort_key()
+                        && s.issued_at() < h.lease_until()
                 });
             if self.merge(kh, s) {
                 self.stats.records_received += 1;
@@ -681,7 +683,7 @@ impl SyncMachine {
                     let (cutoff, base) = self.store.checkpoint(st);
                     let checkpoint = cutoff > 0 && (base.is_some() || cutoff > store_cutoff);
                     let mut cost = if checkpoint {
-                        Chunk::checkpoint_cost(&k, base.map(|b| &**b))
+                        Chunk::checkpoint_cost(&k, base)
                     } else {
                         0
                     };
@@ -773,7 +775,7 @@ impl SyncMachine {
             },
         };
         let change = self.store.merge_checkpoint(&cp.key, cp.cutoff_ms, holder);
-        self.note(cp.key, change);
+        self.note(|| cp.key, change);
         Ok(())
     }
 
@@ -871,10 +873,10 @@ impl SyncMachine {
                 match theirs.get(&h) {
                     Some(&s) if s == my_state => {}
                     Some(_) => {
-                        push.push((batch_tag(st), h, k.clone()));
+                        push.push((batch_tag(st), h, Bytes::copy_from_slice(k)));
                         want.push(h);
                     }
-                    None => push.push((batch_tag(st), h, k.clone())),
+                    None => push.push((batch_tag(st), h, Bytes::copy_from_slice(k))),
                 }
             }
             want.extend(bk.key_hashes.iter().filter(|h| !mine.contains(h)));
@@ -895,7 +897,7 @@ impl SyncMachine {
             .iter()
             .filter_map(|&h| {
                 let (k, st) = self.store.state_by_hash(h)?;
-                Some((batch_tag(st), h, k.clone()))
+                Some((batch_tag(st), h, Bytes::copy_from_slice(k)))
             })
             .collect();
         self.push_keys(cx, peer, sort_by_batch(keys));
@@ -1105,7 +1107,7 @@ fn batch_order_all(store: &Store) -> Vec<(u64, Bytes)> {
     sort_by_batch(
         store
             .states_hashed()
-            .map(|(h, k, st)| (batch_tag(st), h, k.clone()))
+            .map(|(h, k, st)| (batch_tag(st), h, Bytes::copy_from_slice(k)))
             .collect(),
     )
 }
@@ -1115,8 +1117,8 @@ fn batch_order_all(store: &Store) -> Vec<(u64, Bytes)> {
 fn batch_tag(st: &KeyState) -> (u64, u32) {
     st.records().last().or(st.base()).map_or((0, 0), |r| {
         let mut first = [0u8; 8];
-        first.copy_from_slice(&r.auth.signature[..8]);
-        (u64::from_le_bytes(first), r.index)
+        first.copy_from_slice(&r.auth().signature[..8]);
+        (u64::from_le_bytes(first), r.index())
     })
 }
 

@@ -31,7 +31,6 @@
 //!   a node that lacks them adopts.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 
 use bytes::Bytes;
 use rs2p_base::hash256;
@@ -40,7 +39,7 @@ use smallvec::SmallVec;
 
 use super::hash_index::HashIndex;
 use super::key_map::{KeyMap, Keyed};
-use super::record::{short, Record, Stored};
+use super::record::{short, Stored};
 use super::resolve::{self, Folded};
 
 /// Levels of the repair hash tree (fanout 16): 16, 256, 4 096 and 65 536 nodes.
@@ -68,7 +67,7 @@ enum Holder {
 
 /// A key's records: almost always one (without leasing, always at most one), kept inline
 /// instead of in an allocation of its own.
-type Records = SmallVec<[Arc<Stored>; 1]>;
+type Records = SmallVec<[Stored; 1]>;
 
 /// The records of one key and which of them is shown.
 #[derive(Debug, Default)]
@@ -76,7 +75,7 @@ pub struct KeyState {
     /// Records issued before this (ms) are folded into `base`.
     cutoff: u64,
     /// The checkpoint: the record holding the key at `cutoff`, if any.
-    base: Option<Arc<Stored>>,
+    base: Option<Stored>,
     /// Records issued at or after `cutoff`, sorted by sort key then leaf hash, no duplicates.
     records: Records,
     holder: Holder,
@@ -89,7 +88,7 @@ const _: () = assert!(std::mem::size_of::<KeyState>() <= 56);
 
 impl KeyState {
     /// The record shown, if the key has a value.
-    pub fn visible(&self) -> Option<&Arc<Stored>> {
+    pub fn visible(&self) -> Option<&Stored> {
         match self.holder {
             Holder::Empty => None,
             Holder::Base => self.base.as_ref(),
@@ -98,13 +97,13 @@ impl KeyState {
     }
 
     /// The records kept after the checkpoint.
-    pub fn records(&self) -> &[Arc<Stored>] {
+    pub fn records(&self) -> &[Stored] {
         &self.records
     }
 
     /// The checkpoint's record: the one that held the key at its cutoff, if any. The cutoff in
     /// force depends on the store's too: see [`Store::checkpoint`].
-    pub fn base(&self) -> Option<&Arc<Stored>> {
+    pub fn base(&self) -> Option<&Stored> {
         self.base.as_ref()
     }
 
@@ -115,11 +114,7 @@ impl KeyState {
 
     /// The holder the fold of the checkpoint and the records gives.
     fn folded(&self, leasing: bool) -> Holder {
-        match resolve::fold_from(
-            self.base.as_ref().map(|b| &b.record),
-            self.records.iter().map(|r| &r.record),
-            leasing,
-        ) {
+        match resolve::fold_from(self.base.as_ref(), self.records.iter(), leasing) {
             Folded::Empty => Holder::Empty,
             Folded::Initial => Holder::Base,
             Folded::At(i) => Holder::At(i as u32),
@@ -141,11 +136,8 @@ impl KeyState {
 impl Keyed for KeyState {
     /// The key its records name (the key map keeps no copy). A state names none only between
     /// being made and getting its first record, or being emptied and removed.
-    fn key(&self) -> Option<&Bytes> {
-        self.records
-            .first()
-            .or(self.base.as_ref())
-            .map(|r| &r.record.key)
+    fn key(&self) -> Option<&[u8]> {
+        self.records.first().or(self.base.as_ref()).map(Stored::key)
     }
 }
 
@@ -161,15 +153,15 @@ pub enum Change {
     /// Stored; the key now shows another value.
     Updated {
         /// The record now shown.
-        now: Record,
+        now: Stored,
         /// The record shown before, if it was displaced by an earlier-sorted record that
         /// arrived late (a write that lost after a partition healed).
-        lost: Option<Record>,
+        lost: Option<Stored>,
     },
     /// Stored; the key is now empty.
     Deleted {
         /// As for `Updated`.
-        lost: Option<Record>,
+        lost: Option<Stored>,
     },
 }
 
@@ -196,7 +188,7 @@ pub fn node_of(key_hash: u64, level: u32) -> usize {
 }
 
 fn order(s: &Stored) -> ((u64, PeerId, u64), &[u8; 32]) {
-    (s.record.sort_key(), s.leaf())
+    (s.sort_key(), s.leaf())
 }
 
 /// The dictionary. See the [module docs](self).
@@ -267,7 +259,7 @@ impl Store {
 
     /// The checkpoint in force for a key's state: its cutoff (never earlier than the store's)
     /// and the record that held the key then.
-    pub fn checkpoint<'a>(&self, st: &'a KeyState) -> (u64, Option<&'a Arc<Stored>>) {
+    pub fn checkpoint<'a>(&self, st: &'a KeyState) -> (u64, Option<&'a Stored>) {
         (st.cutoff.max(self.cutoff), st.base.as_ref())
     }
 
@@ -291,36 +283,34 @@ impl Store {
     }
 
     /// A key whose [`key_hash`] is `hash`, with its state.
-    pub fn state_by_hash(&self, hash: u64) -> Option<(&Bytes, &KeyState)> {
+    pub fn state_by_hash(&self, hash: u64) -> Option<(&[u8], &KeyState)> {
         self.keys.get_by_hash(hash)
     }
 
     /// The record shown for `key`, whose [`key_hash`] the caller has at hand.
-    pub fn get_hashed(&self, hash: u64, key: &[u8]) -> Option<&Record> {
-        self.key_hashed(hash, key)
-            .and_then(KeyState::visible)
-            .map(|s| &s.record)
+    pub fn get_hashed(&self, hash: u64, key: &[u8]) -> Option<&Stored> {
+        self.key_hashed(hash, key).and_then(KeyState::visible)
     }
 
     /// The record shown for `key`.
-    pub fn get(&self, key: &[u8]) -> Option<&Record> {
-        self.key(key).and_then(KeyState::visible).map(|s| &s.record)
+    pub fn get(&self, key: &[u8]) -> Option<&Stored> {
+        self.key(key).and_then(KeyState::visible)
     }
 
     /// Every key with a value and its record, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &Record)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &Stored)> {
         self.keys
             .iter()
-            .filter_map(|(k, s)| s.visible().map(|v| (k, &v.record)))
+            .filter_map(|(k, s)| s.visible().map(|v| (k, v)))
     }
 
     /// Every key state, in no particular order.
-    pub fn states(&self) -> impl Iterator<Item = (&Bytes, &KeyState)> {
+    pub fn states(&self) -> impl Iterator<Item = (&[u8], &KeyState)> {
         self.keys.iter()
     }
 
     /// Every key state with its key's [`key_hash`], in no particular order.
-    pub fn states_hashed(&self) -> impl Iterator<Item = (u64, &Bytes, &KeyState)> {
+    pub fn states_hashed(&self) -> impl Iterator<Item = (u64, &[u8], &KeyState)> {
         self.keys.iter_hashed()
     }
 
@@ -334,7 +324,7 @@ impl Store {
     }
 
     /// The keys under leaf `leaf` in the order of their hashes, with their hashes and states.
-    pub fn leaf_keys(&self, leaf: usize) -> impl Iterator<Item = (u64, &Bytes, &KeyState)> {
+    pub fn leaf_keys(&self, leaf: usize) -> impl Iterator<Item = (u64, &[u8], &KeyState)> {
         self.index
             .leaf(leaf)
             .into_iter()
@@ -355,8 +345,8 @@ impl Store {
     /// [`Store::latest_issued`] of a key whose [`key_hash`] the caller has at hand.
     pub fn latest_issued_hashed(&self, hash: u64, key: &[u8]) -> Option<u64> {
         let st = self.key_hashed(hash, key)?;
-        let last = st.records.last().map(|r| r.record.issued_at);
-        let base = st.base.as_ref().map(|b| b.record.issued_at);
+        let last = st.records.last().map(|r| r.issued_at());
+        let base = st.base.as_ref().map(|b| b.issued_at());
         last.max(base)
     }
 
@@ -378,7 +368,7 @@ impl Store {
             return None;
         }
         let h = self.get_hashed(hash, key)?;
-        (h.owner != writer && h.lease_until > now).then_some((h.owner, h.lease_until))
+        (*h.owner() != writer && h.lease_until() > now).then_some((*h.owner(), h.lease_until()))
     }
 
     /// From now on, remember which keys change (for a data directory: see
@@ -387,9 +377,11 @@ impl Store {
         self.dirty.get_or_insert_with(HashSet::new);
     }
 
-    fn mark(&mut self, key: &Bytes) {
+    fn mark(&mut self, key: &[u8]) {
         if let Some(d) = &mut self.dirty {
-            d.insert(key.clone());
+            if !d.contains(key) {
+                d.insert(Bytes::copy_from_slice(key));
+            }
         }
     }
 
@@ -412,8 +404,8 @@ impl Store {
         &mut self,
         key: Bytes,
         cutoff: u64,
-        base: Option<Arc<Stored>>,
-        mut records: Vec<Arc<Stored>>,
+        base: Option<Stored>,
+        mut records: Vec<Stored>,
     ) {
         let kh = key_hash(&key);
         if self.keys.contains_key(kh, &key) {
@@ -450,7 +442,7 @@ impl Store {
         }
         state.refold(self.leasing);
         if let Some(first) = state.records.first() {
-            let issued_at = first.record.issued_at;
+            let issued_at = first.issued_at();
             self.schedule(kh, issued_at);
         }
         self.records += hashes.len();
@@ -465,7 +457,7 @@ impl Store {
     }
 
     /// The state of `key` (whose [`key_hash`] is `kh`), created empty if it has none.
-    fn state_mut(&mut self, key: &Bytes, kh: u64) -> &mut KeyState {
+    fn state_mut(&mut self, key: &[u8], kh: u64) -> &mut KeyState {
         let cutoff = self.cutoff;
         let (state, made) = self.keys.get_or_insert_with(kh, key, || KeyState {
             cutoff,
@@ -478,28 +470,29 @@ impl Store {
     }
 
     /// Adds a verified record and says what changed.
-    pub fn insert(&mut self, s: Arc<Stored>) -> Change {
-        let kh = key_hash(&s.record.key);
+    pub fn insert(&mut self, s: Stored) -> Change {
+        let kh = key_hash(s.key());
         self.insert_hashed(kh, s)
     }
 
     /// [`Store::insert`] of a record whose key's [`key_hash`] the caller has at hand.
-    pub fn insert_hashed(&mut self, kh: u64, s: Arc<Stored>) -> Change {
-        debug_assert_eq!(kh, key_hash(&s.record.key));
+    pub fn insert_hashed(&mut self, kh: u64, s: Stored) -> Change {
+        debug_assert_eq!(kh, key_hash(s.key()));
         let leasing = self.leasing;
         // Issued before the store's cutoff: stale for any key. Checked before the key's state
         // is made, so that a refused record leaves no empty state behind.
-        if leasing && s.record.issued_at < self.cutoff {
+        if leasing && s.issued_at() < self.cutoff {
             return Change::Stale;
         }
-        let key = s.record.key.clone();
-        let state = self.state_mut(&key, kh);
+        let held = s.clone();
+        let key = held.key();
+        let state = self.state_mut(key, kh);
         // A state made just now has the store's cutoff; one made before may have a later one.
-        if leasing && s.record.issued_at < state.cutoff {
+        if leasing && s.issued_at() < state.cutoff {
             return Change::Stale;
         }
         let before = state.visible().cloned();
-        let sk = s.record.sort_key();
+        let sk = s.sort_key();
         let pos = match state.records.binary_search_by(|r| order(r).cmp(&order(&s))) {
             Ok(_) => return Change::Known,
             Err(i) => i,
@@ -523,7 +516,7 @@ impl Store {
                 state.digest ^= old.short_hash();
                 replaced = Some(old.short_hash());
             }
-            state.holder = if s.record.tombstone {
+            state.holder = if s.tombstone() {
                 Holder::Empty
             } else {
                 Holder::At(0)
@@ -531,8 +524,8 @@ impl Store {
             state.records.push(s);
         } else if pos == state.records.len() {
             // The common case, a write later than all before it: apply it incrementally.
-            if resolve::applies(state.visible().map(|v| &v.record), &s.record, true) {
-                state.holder = if s.record.tombstone {
+            if resolve::applies(state.visible(), &s, true) {
+                state.holder = if s.tombstone() {
                     Holder::Empty
                 } else {
                     Holder::At(pos as u32)
@@ -556,7 +549,7 @@ impl Store {
             // A new oldest record: pruning past it must visit the key.
             self.schedule(kh, sk.0);
         }
-        self.mark(&key);
+        self.mark(key);
         self.change(before, after, !last, sk)
     }
 
@@ -564,18 +557,18 @@ impl Store {
     /// new record sorted before others of the key; `sk`: its sort key.
     fn change(
         &mut self,
-        before: Option<Arc<Stored>>,
-        after: Option<Arc<Stored>>,
+        before: Option<Stored>,
+        after: Option<Stored>,
         reordered: bool,
         sk: (u64, PeerId, u64),
     ) -> Change {
         let lost = match (&before, &after) {
             (Some(b), a)
                 if reordered
-                    && a.as_ref().is_none_or(|a| a.record.owner != b.record.owner)
-                    && sk < b.record.sort_key() =>
+                    && a.as_ref().is_none_or(|a| a.owner() != b.owner())
+                    && sk < b.sort_key() =>
             {
-                Some(b.record.clone())
+                Some(b.clone())
             }
             _ => None,
         };
@@ -586,15 +579,9 @@ impl Store {
             }
             (None, Some(a)) => {
                 self.live += 1;
-                Change::Updated {
-                    now: a.record.clone(),
-                    lost,
-                }
+                Change::Updated { now: a, lost }
             }
-            (Some(b), Some(a)) if !Arc::ptr_eq(&b, &a) && b.record != a.record => Change::Updated {
-                now: a.record.clone(),
-                lost,
-            },
+            (Some(b), Some(a)) if !b.same_record(&a) => Change::Updated { now: a, lost },
             _ => Change::Stored,
         }
     }
@@ -615,10 +602,12 @@ impl Store {
             let Some((key, st)) = self.keys.get_by_hash(kh) else {
                 continue; // forgotten since
             };
-            let key = key.clone();
-            let oldest = st.records.first().map(|r| r.record.issued_at);
+            let oldest = st.records.first().map(|r| r.issued_at());
             match oldest {
-                Some(t) if t < cutoff => self.prune_key(&key, cutoff),
+                Some(t) if t < cutoff => {
+                    let key = Bytes::copy_from_slice(key);
+                    self.prune_key(&key, cutoff);
+                }
                 // Noted in the last slot but not older than the cutoff: keep it noted.
                 Some(t) => self.schedule(kh, t),
                 None => {}
@@ -627,7 +616,7 @@ impl Store {
     }
 
     /// Advances one key's checkpoint to `cutoff`.
-    fn prune_key(&mut self, key: &Bytes, cutoff: u64) {
+    fn prune_key(&mut self, key: &[u8], cutoff: u64) {
         let kh = key_hash(key);
         let Some(state) = self.keys.get_mut(kh, key) else {
             return;
@@ -636,16 +625,10 @@ impl Store {
             return;
         }
         state.check(true, "any change before a prune");
-        let shown_before = state.visible().map(|v| v.record.clone());
-        let split = state
-            .records
-            .partition_point(|r| r.record.issued_at < cutoff);
-        let prefix: Vec<Arc<Stored>> = state.records.drain(..split).collect();
-        let new_base = match resolve::fold_from(
-            state.base.as_ref().map(|b| &b.record),
-            prefix.iter().map(|r| &r.record),
-            true,
-        ) {
+        let shown_before = state.visible().cloned();
+        let split = state.records.partition_point(|r| r.issued_at() < cutoff);
+        let prefix: Vec<Stored> = state.records.drain(..split).collect();
+        let new_base = match resolve::fold_from(state.base.as_ref(), prefix.iter(), true) {
             Folded::Empty => None,
             Folded::Initial => state.base.clone(),
             Folded::At(i) => Some(prefix[i].clone()),
@@ -666,14 +649,16 @@ impl Store {
             state.digest ^= h;
         }
         state.refold(true);
-        debug_assert_eq!(
-            shown_before.as_ref(),
-            state.visible().map(|v| &v.record),
+        debug_assert!(
+            match (&shown_before, state.visible()) {
+                (Some(a), Some(b)) => a.same_record(b),
+                (a, b) => a.is_none() && b.is_none(),
+            },
             "pruning never changes what is shown"
         );
         let forget = state.base.is_none() && state.records.is_empty();
         let next = (split > 0)
-            .then(|| state.records.first().map(|r| r.record.issued_at))
+            .then(|| state.records.first().map(|r| r.issued_at()))
             .flatten();
         for h in dropped {
             Self::toggle(&mut self.tree, kh, h);
@@ -690,16 +675,11 @@ impl Store {
 
     /// Merges a peer's checkpoint for `key` (cutoff and holder, already verified): the later
     /// cutoff wins; at equal cutoffs the greater holder in sort order.
-    pub fn merge_checkpoint(
-        &mut self,
-        key: &Bytes,
-        cutoff: u64,
-        holder: Option<Arc<Stored>>,
-    ) -> Change {
+    pub fn merge_checkpoint(&mut self, key: &[u8], cutoff: u64, holder: Option<Stored>) -> Change {
         if !self.leasing
             || holder
                 .as_ref()
-                .is_some_and(|h| h.record.key != *key || h.record.issued_at >= cutoff)
+                .is_some_and(|h| h.key() != key || h.issued_at() >= cutoff)
         {
             return Change::Known;
         }
@@ -759,14 +739,14 @@ impl Store {
             Self::toggle(&mut self.tree, kh, t);
         }
         self.mark(key);
-        self.change(before, after, true, theirs.record.sort_key())
+        self.change(before, after, true, theirs.sort_key())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::record::seal;
+    use crate::proto::record::{seal, Record};
     use proptest::prelude::*;
     use rs2p_base::Keypair;
     use std::collections::HashMap;
@@ -785,7 +765,7 @@ mod tests {
         }
     }
 
-    fn write(kp: &Keypair, key: &str, t: u64, v: u64, tomb: bool) -> Arc<Stored> {
+    fn write(kp: &Keypair, key: &str, t: u64, v: u64, tomb: bool) -> Stored {
         let r = Record {
             key: Bytes::copy_from_slice(key.as_bytes()),
             value: if tomb {
@@ -808,12 +788,15 @@ mod tests {
         s.states().all(|(_, st)| {
             st.records()
                 .first()
-                .is_none_or(|r| r.record.issued_at >= s.cutoff())
+                .is_none_or(|r| r.issued_at() >= s.cutoff())
         })
     }
 
     fn snapshot(s: &Store) -> Vec<(Bytes, Record)> {
-        let mut v: Vec<(Bytes, Record)> = s.iter().map(|(k, r)| (k.clone(), r.clone())).collect();
+        let mut v: Vec<(Bytes, Record)> = s
+            .iter()
+            .map(|(k, r)| (Bytes::copy_from_slice(k), r.record()))
+            .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }
@@ -822,7 +805,7 @@ mod tests {
         proptest::collection::vec((0u8..3, 0u8..3, 0u64..3 * LEASE, any::<bool>()), 0..20)
     }
 
-    fn records(writes: &[(u8, u8, u64, bool)]) -> Vec<Arc<Stored>> {
+    fn records(writes: &[(u8, u8, u64, bool)]) -> Vec<Stored> {
         let keys: Vec<Keypair> = (1..=3).map(|i| Keypair::from_seed([i; 32])).collect();
         let mut w = writes.to_vec();
         w.sort_by_key(|&(o, _, t, _)| (o, t));
@@ -850,7 +833,7 @@ mod tests {
             let recs = records(&writes);
             let mut a = Store::new(leasing);
             for r in &recs { a.insert(r.clone()); }
-            let mut shuffled: Vec<Arc<Stored>> = recs.iter().chain(recs.iter().take(3)).cloned().collect();
+            let mut shuffled: Vec<Stored> = recs.iter().chain(recs.iter().take(3)).cloned().collect();
             shuffled.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
             let mut b = Store::new(leasing);
             let mut live_b = 0i64;
@@ -873,7 +856,7 @@ mod tests {
             for r in &recs {
                 s.insert(r.clone());
                 for (_, st) in s.states() {
-                    let full = resolve::fold(st.records().iter().map(|r| &r.record), true);
+                    let full = resolve::fold(st.records().iter(), true);
                     let expected = match full { Some(i) => Holder::At(i as u32), None => Holder::Empty };
                     prop_assert_eq!(st.holder, expected);
                 }
@@ -889,12 +872,12 @@ mod tests {
             for r in &recs { pruned.insert(r.clone()); }
             // Against the full fold of every record ever received, per key.
             let mut by_key: HashMap<Bytes, Vec<Record>> = HashMap::new();
-            for r in &recs { by_key.entry(r.record.key.clone()).or_default().push(r.record.clone()); }
+            for r in &recs { by_key.entry(Bytes::copy_from_slice(r.key())).or_default().push(r.record()); }
             for (k, mut rs) in by_key {
                 rs.sort_by_key(Record::sort_key);
                 rs.dedup();
                 let full = resolve::fold(rs.iter(), false).map(|i| rs[i].clone());
-                prop_assert_eq!(pruned.get(&k).cloned(), full);
+                prop_assert_eq!(pruned.get(&k).map(Stored::record), full);
                 prop_assert!(pruned.key(&k).map_or(0, |s| s.records().len()) <= 1);
             }
         }
@@ -929,7 +912,7 @@ mod tests {
                 }
                 versions[o as usize] += 1;
                 let rec = write(&keys[o as usize], &key, t, versions[o as usize], del);
-                let value = String::from_utf8(rec.record.value.to_vec()).unwrap();
+                let value = String::from_utf8(rec.value().to_vec()).unwrap();
                 store.insert(rec);
                 if del {
                     model.remove(&key);
@@ -938,8 +921,8 @@ mod tests {
                 }
                 for (mk, (mo, mv, _)) in &model {
                     let r = store.get(mk.as_bytes()).expect("the model's key is in the store");
-                    prop_assert_eq!(r.owner, keys[*mo as usize].peer_id());
-                    prop_assert_eq!(&r.value[..], mv.as_bytes());
+                    prop_assert_eq!(*r.owner(), keys[*mo as usize].peer_id());
+                    prop_assert_eq!(r.value(), mv.as_bytes());
                 }
                 prop_assert_eq!(store.len(), model.len());
             }
@@ -964,7 +947,7 @@ mod tests {
         )
     }
 
-    fn timed_records(w: &[(u8, u8, u64, bool, u64)]) -> Vec<(u64, Arc<Stored>)> {
+    fn timed_records(w: &[(u8, u8, u64, bool, u64)]) -> Vec<(u64, Stored)> {
         let keys: Vec<Keypair> = (1..=3).map(|i| Keypair::from_seed([i; 32])).collect();
         let mut w = w.to_vec();
         w.sort_by_key(|&(o, _, t, _, _)| (o, t));
@@ -1007,7 +990,7 @@ mod tests {
                 full.insert(r.clone());
             }
             let mut arrivals = recs.clone();
-            arrivals.sort_by_key(|(at, r)| (*at, r.record.sort_key()));
+            arrivals.sort_by_key(|(at, r)| (*at, r.sort_key()));
             let mut pruned = Store::new(true);
             for (i, (at, r)) in arrivals.iter().enumerate() {
                 if prune_at[i % prune_at.len()] {
@@ -1046,7 +1029,7 @@ mod tests {
             prune_at in proptest::collection::vec(any::<bool>(), 40),
             leasing in any::<bool>(),
         ) {
-            type Disk = HashMap<Bytes, (u64, Option<Arc<Stored>>, Vec<Arc<Stored>>)>;
+            type Disk = HashMap<Bytes, (u64, Option<Stored>, Vec<Stored>)>;
             fn flush(s: &mut Store, disk: &mut Disk, disk_cutoff: &mut u64) {
                 let (keys, cutoff) = s.take_dirty();
                 for k in keys {
@@ -1065,7 +1048,7 @@ mod tests {
                 }
             }
             let mut arrivals = timed_records(&writes);
-            arrivals.sort_by_key(|(at, r)| (*at, r.record.sort_key()));
+            arrivals.sort_by_key(|(at, r)| (*at, r.sort_key()));
             let mut live = Store::new(leasing);
             live.track_changes();
             let mut disk = Disk::new();
@@ -1111,10 +1094,10 @@ mod tests {
             let recs = timed_records(&writes);
             let cutoff = cutoff_at(9 * HORIZON, HORIZON);
             // Each record alone, as a claimed checkpoint holder for its key.
-            let claims: Vec<(Bytes, Arc<Stored>)> = recs
+            let claims: Vec<(Bytes, Stored)> = recs
                 .iter()
-                .filter(|(_, r)| r.record.issued_at < cutoff && !r.record.tombstone)
-                .map(|(_, r)| (r.record.key.clone(), r.clone()))
+                .filter(|(_, r)| r.issued_at() < cutoff && !r.tombstone())
+                .map(|(_, r)| (Bytes::copy_from_slice(r.key()), r.clone()))
                 .collect();
             let mut a = Store::new(true);
             for (k, h) in &claims {
@@ -1157,7 +1140,7 @@ mod tests {
         s.insert(write(&kp, "gone", t + 2, 3, true));
         s.prune(cutoff_at(t + 3 * HORIZON, HORIZON));
         assert!(s.key(b"gone").is_none());
-        assert_eq!(s.get(b"k").map(|r| r.issued_at), Some(t));
+        assert_eq!(s.get(b"k").map(|r| r.issued_at()), Some(t));
     }
 
     #[test]
@@ -1186,8 +1169,8 @@ mod tests {
                 now,
                 lost: Some(lost),
             } => {
-                assert_eq!(now.owner, a.peer_id());
-                assert_eq!(lost.owner, b.peer_id());
+                assert_eq!(*now.owner(), a.peer_id());
+                assert_eq!(*lost.owner(), b.peer_id());
             }
             other => panic!("{other:?}"),
         }

@@ -1,7 +1,6 @@
 //! Joining a ring: finding the successor, its hand-over, hellos and predecessor lists.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use prost::Message;
@@ -84,7 +83,7 @@ impl ChordMachine {
         let from_pos = old_preds
             .get(self.cfg.replicas.saturating_sub(1))
             .map_or(n.pos, |p| p.pos);
-        let share: Vec<Arc<Stored>> = self
+        let share: Vec<Stored> = self
             .store
             .arc(from_pos, n.pos)
             .map(|(_, s)| s.clone())

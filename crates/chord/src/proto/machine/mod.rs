@@ -25,7 +25,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use prost::Message;
@@ -334,11 +333,11 @@ impl ChordMachine {
 
     /// Puts back the records a data directory kept, and from then on tracks which keys change
     /// ([`ChordMachine::take_dirty`]). This node's own records set its clock and version floor.
-    pub fn restore(&mut self, records: impl IntoIterator<Item = Arc<Stored>>) {
+    pub fn restore(&mut self, records: impl IntoIterator<Item = Stored>) {
         for s in records {
-            if s.record.owner == self.me.peer {
-                self.last_issued = self.last_issued.max(s.record.issued_at);
-                self.last_version = self.last_version.max(s.record.version);
+            if *s.owner() == self.me.peer {
+                self.last_issued = self.last_issued.max(s.issued_at());
+                self.last_version = self.last_version.max(s.version());
             }
             self.store.apply(s);
         }
@@ -438,8 +437,7 @@ impl ChordMachine {
         }
         let (from, to) = self.owned_arc();
         if let Some(s) = self.succs.first().cloned() {
-            let owned: Vec<Arc<Stored>> =
-                self.store.arc(from, to).map(|(_, s)| s.clone()).collect();
+            let owned: Vec<Stored> = self.store.arc(from, to).map(|(_, s)| s.clone()).collect();
             self.send_records(cx, s.peer, owned.iter(), 0);
             let preds = self.preds.iter().map(NodeRef::to_pb).collect();
             self.send(

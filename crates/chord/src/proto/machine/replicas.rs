@@ -1,7 +1,6 @@
 //! Replicas: storing sent records, digests of owned arcs and the repair they start.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use rs2p_base::wire::pb::{self, chord_message::Kind};
 use rs2p_base::PeerId;
@@ -29,12 +28,12 @@ impl ChordMachine {
         &mut self,
         cx: &mut Context<'_>,
         to: PeerId,
-        records: impl IntoIterator<Item = &'a Arc<Stored>>,
+        records: impl IntoIterator<Item = &'a Stored>,
         ack: u64,
     ) {
-        let mut chunk: Vec<&Arc<Stored>> = Vec::new();
+        let mut chunk: Vec<&Stored> = Vec::new();
         let mut size = 0;
-        let flush = |chunk: &mut Vec<&Arc<Stored>>, cx: &mut Context<'_>, last: bool| {
+        let flush = |chunk: &mut Vec<&Stored>, cx: &mut Context<'_>, last: bool| {
             if chunk.is_empty() && !(last && ack != 0) {
                 return;
             }
@@ -45,7 +44,7 @@ impl ChordMachine {
             cx.whisper(to, encode(Kind::Store(msg)));
         };
         for s in records {
-            size += s.raw.len() + 100;
+            size += s.raw().len() + 100;
             chunk.push(s);
             if size >= self.cfg.transfer_chunk {
                 flush(&mut chunk, cx, false);
@@ -73,7 +72,7 @@ impl ChordMachine {
         let (lo, hi) = self.replica_arc();
         let mut ok = true;
         for s in records {
-            if !in_arc(key_pos(&s.record.key), lo, hi) {
+            if !in_arc(key_pos(s.key()), lo, hi) {
                 self.stats.out_of_range += 1;
                 ok = false;
                 continue;
@@ -198,7 +197,7 @@ impl ChordMachine {
         if !s.want.is_empty() {
             // The owner wants these keys' records from this replica.
             let want: BTreeSet<Pos> = s.want.iter().copied().collect();
-            let records: Vec<Arc<Stored>> = self
+            let records: Vec<Stored> = self
                 .store
                 .arc(s.from, s.to)
                 .filter(|(p, _)| want.contains(p))
@@ -226,7 +225,7 @@ impl ChordMachine {
                     m
                 });
         let mut mine: BTreeMap<Pos, Vec<u64>> = BTreeMap::new();
-        let mut send: Vec<Arc<Stored>> = Vec::new();
+        let mut send: Vec<Stored> = Vec::new();
         for (p, r) in self.store.arc(lo, hi) {
             mine.entry(p).or_default().push(r.short_hash());
             if !theirs.get(&p).is_some_and(|v| v.contains(&r.short_hash())) {

@@ -1,7 +1,5 @@
 //! Routing: the next hop, forwarding, answering at the owner, and answers going back.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use rs2p_base::wire::pb::{self, chord_message::Kind, chord_reply, chord_route};
 use rs2p_base::PeerId;
@@ -140,7 +138,7 @@ impl ChordMachine {
                 let mut size = 0usize;
                 let limit = (r.limit as usize).clamp(1024, self.cfg.transfer_chunk);
                 let mut covered = self.me.pos;
-                let mut taken: Vec<&Arc<Stored>> = Vec::new();
+                let mut taken: Vec<&Stored> = Vec::new();
                 let mut last: Option<Pos> = None;
                 for (p, s) in self.store.arc(r.after, self.me.pos) {
                     if size >= limit && last != Some(p) {
@@ -148,8 +146,8 @@ impl ChordMachine {
                         break;
                     }
                     last = Some(p);
-                    if !s.record.tombstone {
-                        size += s.raw.len();
+                    if !s.tombstone() {
+                        size += s.raw().len();
                         taken.push(s);
                     }
                 }
@@ -202,7 +200,7 @@ impl ChordMachine {
                 return None;
             }
         };
-        if !self.owns(key_pos(&stored.record.key)) {
+        if !self.owns(key_pos(stored.key())) {
             self.stats.out_of_range += 1;
             return None;
         }
@@ -316,7 +314,7 @@ impl ChordMachine {
             Some(chord_reply::Result::Got(g)) => {
                 let record = match g.record.map(|b| self.open_one(b)) {
                     None => None,
-                    Some(Some(s)) => Some(s.record.clone()),
+                    Some(Some(s)) => Some(s.record()),
                     Some(None) => {
                         self.pending.insert(id, p);
                         return;
@@ -333,7 +331,7 @@ impl ChordMachine {
                 let mut records = Vec::new();
                 for b in r.records {
                     match open(b, &self.limits()) {
-                        Ok(v) => records.extend(v.into_iter().map(|s| s.record.clone())),
+                        Ok(v) => records.extend(v.into_iter().map(|s| s.record())),
                         Err(_) => self.stats.forged += 1,
                     }
                 }
@@ -383,7 +381,7 @@ impl ChordMachine {
         }
     }
 
-    pub(super) fn open_one(&mut self, b: pb::RecordBatch) -> Option<Arc<Stored>> {
+    pub(super) fn open_one(&mut self, b: pb::RecordBatch) -> Option<Stored> {
         match open(b, &self.limits()) {
             Ok(mut v) if v.len() == 1 => Some(v.remove(0)),
             _ => {

@@ -38,6 +38,7 @@
 //! assert_eq!(opened[0].record(), rec);
 //! ```
 
+mod encode;
 mod error;
 pub mod merkle;
 pub mod record;

@@ -8,6 +8,7 @@ use rs2p_base::{Hash256, Keypair, PeerId, Signature};
 use triomphe::ThinArc;
 
 use super::merkle;
+use crate::encode::{self, Spans};
 use crate::{RecordError, VerifiedBatches};
 
 /// One write, as its owner signed it.
@@ -36,6 +37,18 @@ impl Record {
         (self.issued_at, self.owner, self.version)
     }
 
+    fn parts(&self) -> encode::RecordParts<'_> {
+        encode::RecordParts {
+            key: &self.key,
+            value: &self.value,
+            tombstone: self.tombstone,
+            issued_at_ms: self.issued_at,
+            version: self.version,
+            lease_ms: self.lease_until.saturating_sub(self.issued_at),
+        }
+    }
+
+    #[cfg(test)]
     fn to_pb(&self) -> pb::Record {
         pb::Record {
             key: self.key.clone(),
@@ -133,40 +146,25 @@ impl Stored {
         Ok(Self(ThinArc::from_header_and_slice(fields, raw)))
     }
 
-    /// Builds the stored form of `record`, freshly encoded as `raw` by this crate (so its key
-    /// and value come first, each after a one-byte tag and a length).
-    fn from_encoded(
+    /// Builds the stored form of `record`, encoded as `raw` with its key and value at `spans`.
+    fn from_parts(
         record: &Record,
-        raw: &Bytes,
+        raw: &[u8],
+        spans: Spans,
         auth: Arc<BatchAuth>,
         index: u32,
     ) -> Result<Self, RecordError> {
-        let varint_len = |n: usize| (usize::BITS - (n | 1).leading_zeros()).div_ceil(7) as usize;
-        let key_at = 1 + varint_len(record.key.len());
-        let value_at = key_at + record.key.len() + 1 + varint_len(record.value.len());
-        let laid_out = raw.get(key_at..key_at + record.key.len()) == Some(&record.key[..])
-            && (record.value.is_empty()
-                || raw.get(value_at..value_at + record.value.len()) == Some(&record.value[..]));
-        if !laid_out {
-            // Not laid out as expected: read the record back.
-            let p: pb::Record =
-                rs2p_base::wire::decode_bytes(raw.clone()).map_err(|_| RecordError::Malformed)?;
-            return Self::from_decoded(raw, &p, record.lease_until, auth, index);
-        }
+        let n = |v: usize| u32::try_from(v).map_err(|_| RecordError::TooLarge);
         let fields = Fields {
             auth,
             issued_at: record.issued_at,
             version: record.version,
             lease_until: record.lease_until,
             index,
-            key_at: u32::try_from(key_at).map_err(|_| RecordError::TooLarge)?,
-            key_len: u32::try_from(record.key.len()).map_err(|_| RecordError::TooLarge)?,
-            value_at: if record.value.is_empty() {
-                0
-            } else {
-                u32::try_from(value_at).map_err(|_| RecordError::TooLarge)?
-            },
-            value_len: u32::try_from(record.value.len()).map_err(|_| RecordError::TooLarge)?,
+            key_at: n(spans.key.0)?,
+            key_len: n(spans.key.1)?,
+            value_at: n(spans.value.0)?,
+            value_len: n(spans.value.1)?,
             tombstone: record.tombstone,
         };
         Ok(Self(ThinArc::from_header_and_slice(fields, raw)))
@@ -462,10 +460,20 @@ fn seal_with(
         records.iter().all(|r| r.owner == owner),
         "a batch holds its owner's records only"
     );
-    let raws: Vec<Bytes> = records
-        .iter()
-        .map(|r| rs2p_base::wire::encode(&r.to_pb()))
-        .collect();
+    // One buffer for the batch: the wire's records are slices of it.
+    let mut buf = Vec::with_capacity(
+        records
+            .iter()
+            .map(|r| r.key.len() + r.value.len() + 40)
+            .sum(),
+    );
+    let mut ends = Vec::with_capacity(records.len());
+    let mut spans = Vec::with_capacity(records.len());
+    for r in &records {
+        spans.push(encode::record(&r.parts(), &mut buf));
+        ends.push(buf.len());
+    }
+    let raws = encode::split(buf, &ends);
     let leaves = merkle::leaves(&raws);
     let signature = sign(&leaves);
     let auth = Arc::new(BatchAuth {
@@ -484,10 +492,11 @@ fn seal_with(
     let stored = records
         .iter()
         .zip(&raws)
+        .zip(spans)
         .enumerate()
-        .map(|(i, (record, raw))| {
-            Stored::from_encoded(record, raw, auth.clone(), i as u32)
-                .expect("a record this crate just encoded reads back, and is under 4 GiB")
+        .map(|(i, ((record, raw), spans))| {
+            Stored::from_parts(record, raw, spans, auth.clone(), i as u32)
+                .expect("a record's key and value are under 4 GiB")
         })
         .collect();
     (stored, wire)
@@ -546,10 +555,8 @@ pub fn open_flooded(
     if !batch.records.is_empty() || batch.flood_records.len() > MAX_LEAVES {
         return Err(RecordError::Malformed);
     }
-    batch.records = std::mem::take(&mut batch.flood_records)
-        .into_iter()
-        .map(|f| crate::relative::rebuild(f, flood_ms))
-        .collect::<Result<_, _>>()?;
+    batch.records = crate::relative::rebuild_all(&batch.flood_records, flood_ms)?;
+    batch.flood_records = Vec::new();
     open_inner(batch, limits, Some(verified))
 }
 
@@ -817,35 +824,6 @@ mod tests {
                 proptest::prop_assert_eq!(RecordFields::sort_key(o), r.sort_key());
             }
         }
-    }
-
-    #[test]
-    fn a_record_encoded_in_another_field_order_is_read_back_by_decoding() {
-        let kp = Keypair::from_seed([5; 32]);
-        let r = Record {
-            value: Bytes::from_static(b"value"),
-            ..rec(&kp, "key", 1000)
-        };
-        // The value's field before the key's: not where a fresh encoding puts them.
-        let mut raw = vec![0x12, 5];
-        raw.extend_from_slice(b"value");
-        raw.extend_from_slice(&[0x0a, 3]);
-        raw.extend_from_slice(b"key");
-        let tail = rs2p_base::wire::encode(&pb::Record {
-            key: Bytes::new(),
-            value: Bytes::new(),
-            ..r.to_pb()
-        });
-        raw.extend_from_slice(&tail);
-        let auth = Arc::new(BatchAuth {
-            owner: kp.peer_id(),
-            signature: [0; 64],
-            leaves: vec![[0; 32]],
-        });
-        let s = Stored::from_encoded(&r, &Bytes::from(raw), auth, 0).unwrap();
-        assert_eq!(s.record(), r);
-        assert_eq!(s.key(), b"key");
-        assert_eq!(s.value(), b"value");
     }
 
     #[test]

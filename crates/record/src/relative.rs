@@ -9,7 +9,7 @@
 use bytes::Bytes;
 use rs2p_base::wire::pb;
 
-use crate::{RecordError, Stored};
+use crate::{encode, RecordError, Stored};
 
 /// A record's first version in a millisecond is its time times this.
 const VERSIONS_PER_MS: u64 = 1024;
@@ -19,6 +19,24 @@ const VERSIONS_PER_MS: u64 = 1024;
 /// `stored.raw()` must be the record's own encoding, as [`crate::seal`] makes it; [`rebuild`]
 /// then gives back exactly `stored.raw()`.
 pub fn flood_record(stored: &Stored, flood_ms: u64) -> Option<Bytes> {
+    let mut buf = Vec::new();
+    relative_into(stored, flood_ms, &mut buf)?;
+    Some(buf.into())
+}
+
+/// [`flood_record`] of each of `stored`, in one buffer; `None` unless every one can be written
+/// relative to the flood.
+pub fn flood_records(stored: &[Stored], flood_ms: u64) -> Option<Vec<Bytes>> {
+    let mut buf = Vec::with_capacity(stored.iter().map(|s| s.raw().len()).sum());
+    let mut ends = Vec::with_capacity(stored.len());
+    for s in stored {
+        relative_into(s, flood_ms, &mut buf)?;
+        ends.push(buf.len());
+    }
+    Some(encode::split(buf, &ends))
+}
+
+fn relative_into(stored: &Stored, flood_ms: u64, buf: &mut Vec<u8>) -> Option<()> {
     let version_after = stored
         .version()
         .checked_sub(stored.issued_at().checked_mul(VERSIONS_PER_MS)?)?;
@@ -29,28 +47,47 @@ pub fn flood_record(stored: &Stored, flood_ms: u64) -> Option<Bytes> {
     let after_ms = i64::try_from(stored.issued_at())
         .ok()?
         .checked_sub(i64::try_from(flood_ms).ok()?)?;
-    let (key, value) = stored.key_value_bytes();
-    let f = pb::FloodRecord {
-        key,
-        value,
-        tombstone: stored.tombstone(),
+    let start = buf.len();
+    encode::flood_record(
+        stored.key(),
+        stored.value(),
+        stored.tombstone(),
         after_ms,
         version_after,
-        lease_s: lease_ms / 1000,
-    };
-    let encoded = rs2p_base::wire::encode(&f);
+        lease_ms / 1000,
+        buf,
+    );
     debug_assert_eq!(
-        rebuild(encoded.clone(), flood_ms).ok().as_deref(),
+        rebuild(Bytes::copy_from_slice(&buf[start..]), flood_ms)
+            .ok()
+            .as_deref(),
         Some(stored.raw()),
         "a relative record rebuilds to the bytes its owner signed"
     );
-    Some(encoded)
+    Some(())
 }
 
 /// The encoded `Record` that `flood_record` (an encoded `FloodRecord`) stands for in a flood
 /// issued at `flood_ms`. [`RecordError::Malformed`] if it does not decode or its numbers
 /// overflow; everything else is checked on the rebuilt record as on any other.
 pub fn rebuild(flood_record: Bytes, flood_ms: u64) -> Result<Bytes, RecordError> {
+    let mut buf = Vec::new();
+    rebuild_into(flood_record, flood_ms, &mut buf)?;
+    Ok(buf.into())
+}
+
+/// [`rebuild`] of each of `flood_records`, in one buffer.
+pub fn rebuild_all(flood_records: &[Bytes], flood_ms: u64) -> Result<Vec<Bytes>, RecordError> {
+    let mut buf = Vec::with_capacity(flood_records.iter().map(|f| f.len() + 20).sum());
+    let mut ends = Vec::with_capacity(flood_records.len());
+    for f in flood_records {
+        rebuild_into(f.clone(), flood_ms, &mut buf)?;
+        ends.push(buf.len());
+    }
+    Ok(encode::split(buf, &ends))
+}
+
+fn rebuild_into(flood_record: Bytes, flood_ms: u64, buf: &mut Vec<u8>) -> Result<(), RecordError> {
     let f: pb::FloodRecord =
         rs2p_base::wire::decode_bytes(flood_record).map_err(|_| RecordError::Malformed)?;
     let issued_at_ms = flood_ms
@@ -61,14 +98,18 @@ pub fn rebuild(flood_record: Bytes, flood_ms: u64) -> Result<Bytes, RecordError>
         .and_then(|v| v.checked_add(f.version_after))
         .ok_or(RecordError::Malformed)?;
     let lease_ms = f.lease_s.checked_mul(1000).ok_or(RecordError::Malformed)?;
-    Ok(rs2p_base::wire::encode(&pb::Record {
-        key: f.key,
-        value: f.value,
-        tombstone: f.tombstone,
-        issued_at_ms,
-        version,
-        lease_ms,
-    }))
+    encode::record(
+        &encode::RecordParts {
+            key: &f.key,
+            value: &f.value,
+            tombstone: f.tombstone,
+            issued_at_ms,
+            version,
+            lease_ms,
+        },
+        buf,
+    );
+    Ok(())
 }
 
 #[cfg(test)]
@@ -108,6 +149,39 @@ mod tests {
             let (stored, _) = seal(&kp, &[1; 32], vec![r]);
             let rel = flood_record(&stored[0], flood_ms).expect("representable");
             prop_assert_eq!(rebuild(rel, flood_ms).unwrap(), stored[0].raw_bytes());
+        }
+
+        #[test]
+        fn a_batch_of_relative_records_is_each_one_alone(
+            writes in proptest::collection::vec((0u64..1000, 0u64..(1 << 20), 0u64..100, any::<bool>()), 1..20),
+            relative_ok in any::<bool>(),
+        ) {
+            let kp = Keypair::from_seed([3; 32]);
+            let t = 1_764_000_000_000;
+            let records: Vec<Record> = writes
+                .iter()
+                .enumerate()
+                .map(|(i, &(dt, va, lease_s, tomb))| {
+                    let mut r = record(&kp, t + dt, (t + dt) * 1024 + va, lease_s * 1000, tomb);
+                    r.key = Bytes::from(format!("key{i}"));
+                    // One record that cannot be written relative spoils the whole batch.
+                    if !relative_ok && i == writes.len() - 1 {
+                        r.lease_until += 1;
+                    }
+                    r
+                })
+                .collect();
+            let (stored, wire) = seal(&kp, &[1; 32], records);
+            prop_assert_eq!(wire.records.iter().map(|r| &r[..]).collect::<Vec<_>>(),
+                stored.iter().map(|s| s.raw()).collect::<Vec<_>>());
+            let one_by_one: Option<Vec<Bytes>> =
+                stored.iter().map(|s| flood_record(s, t)).collect();
+            let batch = flood_records(&stored, t);
+            prop_assert_eq!(&batch, &one_by_one);
+            prop_assert_eq!(batch.is_some(), relative_ok);
+            if let Some(rel) = batch {
+                prop_assert_eq!(rebuild_all(&rel, t).unwrap(), wire.records);
+            }
         }
 
         #[test]

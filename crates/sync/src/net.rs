@@ -58,8 +58,12 @@ impl Shared {
     fn with<R>(&self, f: impl FnOnce(&mut SyncMachine) -> R) -> R {
         let mut m = self.lock();
         let r = f(&mut m);
-        for e in m.take_events() {
-            let _ = self.events.send(e);
+        if self.events.receiver_count() == 0 {
+            m.discard_events();
+        } else {
+            for e in m.take_events() {
+                let _ = self.events.send(e);
+            }
         }
         if let Some(disk) = &self.disk {
             let (keys, cutoff) = m.take_dirty();

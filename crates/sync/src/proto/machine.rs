@@ -111,6 +111,64 @@ pub enum SyncEvent {
     },
 }
 
+/// An event as the machine notes it: its key and value are read out of the stored record only
+/// when the event is taken, and not at all when nobody listens ([`SyncMachine::discard_events`]).
+#[derive(Debug)]
+enum Noted {
+    Updated(Stored),
+    Deleted(KeyOf),
+    WriteLost {
+        key: KeyOf,
+        loser: PeerId,
+        loser_issued_at: u64,
+        winner: Option<PeerId>,
+    },
+}
+
+/// Where a noted event's key comes from.
+#[derive(Debug, Clone)]
+enum KeyOf {
+    Bytes(Bytes),
+    Record(Stored),
+}
+
+impl KeyOf {
+    fn bytes(self) -> Bytes {
+        match self {
+            KeyOf::Bytes(b) => b,
+            KeyOf::Record(s) => s.key_value_bytes().0,
+        }
+    }
+}
+
+impl Noted {
+    fn event(self) -> SyncEvent {
+        match self {
+            Noted::Updated(now) => {
+                let (key, value) = now.key_value_bytes();
+                SyncEvent::Updated {
+                    key,
+                    value,
+                    owner: *now.owner(),
+                    timestamp: now.issued_at(),
+                }
+            }
+            Noted::Deleted(key) => SyncEvent::Deleted { key: key.bytes() },
+            Noted::WriteLost {
+                key,
+                loser,
+                loser_issued_at,
+                winner,
+            } => SyncEvent::WriteLost {
+                key: key.bytes(),
+                loser,
+                loser_issued_at,
+                winner,
+            },
+        }
+    }
+}
+
 /// The sync socket's counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncStats {
@@ -145,7 +203,7 @@ pub struct SyncMachine {
     store: Store,
     last_issued: u64,
     last_version: u64,
-    events: VecDeque<SyncEvent>,
+    events: VecDeque<Noted>,
     stats: SyncStats,
     repair_armed: bool,
     /// Which peer the next repair tick compares with: they take turns (a random choice could
@@ -257,7 +315,12 @@ impl SyncMachine {
 
     /// Events since the last call, oldest first.
     pub fn take_events(&mut self) -> impl Iterator<Item = SyncEvent> + '_ {
-        self.events.drain(..)
+        self.events.drain(..).map(Noted::event)
+    }
+
+    /// Forgets the events since the last call without making them (when nobody listens).
+    pub fn discard_events(&mut self) {
+        self.events.clear();
     }
 
     fn limits(&self, now: u64) -> Limits {
@@ -426,10 +489,7 @@ impl SyncMachine {
         };
         // Written relative to their flood (whose time is `now`) when every record can be.
         let now = cx.now();
-        let relative: Option<Vec<Bytes>> = stored
-            .iter()
-            .map(|s| super::relative::flood_record(s, now))
-            .collect();
+        let relative = super::relative::flood_records(&stored, now);
         for (s, &kh) in stored.into_iter().zip(hashes) {
             self.merge(kh, s);
         }
@@ -502,12 +562,11 @@ impl SyncMachine {
     fn merge(&mut self, kh: u64, s: Stored) -> bool {
         let held = s.clone();
         let change = self.store.insert_hashed(kh, s);
-        self.note(|| held.key_value_bytes().0, change)
+        self.note(KeyOf::Record(held), change)
     }
 
-    /// Turns a change of the store into events; returns whether anything was stored. `key`
-    /// gives the changed key, called only for an event.
-    fn note(&mut self, key: impl FnOnce() -> Bytes, change: Change) -> bool {
+    /// Turns a change of the store into events; returns whether anything was stored.
+    fn note(&mut self, key: KeyOf, change: Change) -> bool {
         match change {
             Change::Stale => {
                 self.stats.stale += 1;
@@ -519,34 +578,27 @@ impl SyncMachine {
             }
             Change::Stored => true,
             Change::Updated { now, lost } => {
-                let (key, value) = now.key_value_bytes();
                 if let Some(l) = lost {
-                    self.events.push_back(SyncEvent::WriteLost {
-                        key: key.clone(),
+                    self.events.push_back(Noted::WriteLost {
+                        key,
                         loser: *l.owner(),
                         loser_issued_at: l.issued_at(),
                         winner: Some(*now.owner()),
                     });
                 }
-                self.events.push_back(SyncEvent::Updated {
-                    key,
-                    value,
-                    owner: *now.owner(),
-                    timestamp: now.issued_at(),
-                });
+                self.events.push_back(Noted::Updated(now));
                 true
             }
             Change::Deleted { lost } => {
-                let key = key();
                 if let Some(l) = lost {
-                    self.events.push_back(SyncEvent::WriteLost {
+                    self.events.push_back(Noted::WriteLost {
                         key: key.clone(),
                         loser: *l.owner(),
                         loser_issued_at: l.issued_at(),
                         winner: None,
                     });
                 }
-                self.events.push_back(SyncEvent::Deleted { key });
+                self.events.push_back(Noted::Deleted(key));
                 true
             }
         }
@@ -775,7 +827,7 @@ impl SyncMachine {
             },
         };
         let change = self.store.merge_checkpoint(&cp.key, cp.cutoff_ms, holder);
-        self.note(|| cp.key, change);
+        self.note(KeyOf::Bytes(cp.key), change);
         Ok(())
     }
 

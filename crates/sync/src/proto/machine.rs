@@ -637,13 +637,9 @@ impl SyncMachine {
             }
             // A write that arrives after another owner's live lease on the key: kept (history can
             // still reorder, see the store's docs) but it does not show.
-            let conflict = self.cfg.leasing
-                && self.store.get_hashed(kh, s.key()).is_some_and(|h| {
-                    h.owner() != s.owner()
-                        && h.sort_key() < s.sort_key()
-                        && s.issued_at() < h.lease_until()
-                });
-            if self.merge(kh, s) {
+            let held = s.clone();
+            let (change, conflict) = self.store.insert_noting_leases(kh, s);
+            if self.note(KeyOf::Record(held), change) {
                 self.stats.records_received += 1;
                 if conflict {
                     self.stats.lease_conflicts += 1;

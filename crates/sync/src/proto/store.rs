@@ -477,28 +477,40 @@ impl Store {
 
     /// [`Store::insert`] of a record whose key's [`key_hash`] the caller has at hand.
     pub fn insert_hashed(&mut self, kh: u64, s: Stored) -> Change {
+        self.insert_noting_leases(kh, s).0
+    }
+
+    /// [`Store::insert_hashed`], also saying whether the record came within another owner's
+    /// live lease on the key: the key showed another owner's record, sorted before this one,
+    /// whose lease had not ended when this one was issued. Such a record is kept (a record that
+    /// arrives later can still reorder the history) but does not show.
+    pub fn insert_noting_leases(&mut self, kh: u64, s: Stored) -> (Change, bool) {
         debug_assert_eq!(kh, key_hash(s.key()));
         let leasing = self.leasing;
         // Issued before the store's cutoff: stale for any key. Checked before the key's state
         // is made, so that a refused record leaves no empty state behind.
         if leasing && s.issued_at() < self.cutoff {
-            return Change::Stale;
+            return (Change::Stale, false);
         }
         let held = s.clone();
         let key = held.key();
         let state = self.state_mut(key, kh);
         // A state made just now has the store's cutoff; one made before may have a later one.
         if leasing && s.issued_at() < state.cutoff {
-            return Change::Stale;
+            return (Change::Stale, false);
         }
         let before = state.visible().cloned();
         let sk = s.sort_key();
+        let within_lease = leasing
+            && before.as_ref().is_some_and(|h| {
+                h.owner() != s.owner() && h.sort_key() < sk && s.issued_at() < h.lease_until()
+            });
         let pos = match state.records.binary_search_by(|r| order(r).cmp(&order(&s))) {
-            Ok(_) => return Change::Known,
+            Ok(_) => return (Change::Known, false),
             Err(i) => i,
         };
         if state.base.as_ref().is_some_and(|b| b.leaf() == s.leaf()) {
-            return Change::Known;
+            return (Change::Known, false);
         }
         // Without leasing, the short hash of the record this one replaces (at most one is
         // kept), to toggle out of the tree with the new record's toggled in.
@@ -508,7 +520,7 @@ impl Store {
             // Keep only the greatest record.
             if let Some(max) = state.records.last() {
                 if order(max) >= order(&s) {
-                    return Change::Known;
+                    return (Change::Known, false);
                 }
             }
             debug_assert!(state.records.len() <= 1);
@@ -550,7 +562,7 @@ impl Store {
             self.schedule(kh, sk.0);
         }
         self.mark(key);
-        self.change(before, after, !last, sk)
+        (self.change(before, after, !last, sk), within_lease)
     }
 
     /// What a change of the shown record from `before` to `after` is. `reordered`: whether the
@@ -1179,5 +1191,29 @@ mod tests {
             Some((a.peer_id(), 500 + LEASE))
         );
         assert_eq!(s.lease_against(b"k", a.peer_id(), 2000), None);
+    }
+    #[test]
+    fn a_write_within_another_owners_lease_is_kept_and_noted() {
+        let (a, b) = (Keypair::from_seed([1; 32]), Keypair::from_seed([2; 32]));
+        let mut s = Store::new(true);
+        let first = write(&a, "k", 1000, 1, false);
+        let (change, within) = s.insert_noting_leases(key_hash(b"k"), first);
+        assert!(matches!(change, Change::Updated { .. }) && !within);
+        // B writes while A's lease runs: stored, not shown, noted.
+        let (change, within) =
+            s.insert_noting_leases(key_hash(b"k"), write(&b, "k", 2000, 1, false));
+        assert_eq!((change, within), (Change::Stored, true));
+        // A's own update is not a conflict; neither is B's write once the lease has ended.
+        let (_, within) = s.insert_noting_leases(key_hash(b"k"), write(&a, "k", 3000, 2, false));
+        assert!(!within);
+        let late = write(&b, "k", 3000 + LEASE, 2, false);
+        let (change, within) = s.insert_noting_leases(key_hash(b"k"), late);
+        assert!(matches!(change, Change::Updated { .. }) && !within);
+        // Without leasing nothing is ever within a lease.
+        let mut plain = Store::new(false);
+        plain.insert(write(&a, "k", 1000, 1, false));
+        let (_, within) =
+            plain.insert_noting_leases(key_hash(b"k"), write(&b, "k", 2000, 1, false));
+        assert!(!within);
     }
 }

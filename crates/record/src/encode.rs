@@ -19,6 +19,16 @@ pub(crate) struct Spans {
     pub(crate) value: (usize, usize),
 }
 
+/// An encoded record's fields beside its key and value, and where those lie in its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Laid {
+    pub(crate) spans: Spans,
+    pub(crate) tombstone: bool,
+    pub(crate) issued_at_ms: u64,
+    pub(crate) version: u64,
+    pub(crate) lease_ms: u64,
+}
+
 /// The fields of a `Record` message.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RecordParts<'a> {
@@ -57,7 +67,7 @@ fn put_bool(tag: u32, v: bool, buf: &mut Vec<u8>) {
 
 /// Appends the encoding of a `Record` with these fields to `buf` (exactly what prost writes for
 /// `pb::Record`); the spans are relative to where it starts.
-pub(crate) fn record(f: &RecordParts<'_>, buf: &mut Vec<u8>) -> Spans {
+pub(crate) fn record(f: &RecordParts<'_>, buf: &mut Vec<u8>) -> Laid {
     let start = buf.len();
     let key = put_bytes(1, f.key, buf, start);
     let value = put_bytes(2, f.value, buf, start);
@@ -65,7 +75,13 @@ pub(crate) fn record(f: &RecordParts<'_>, buf: &mut Vec<u8>) -> Spans {
     put_u64(5, f.issued_at_ms, buf);
     put_u64(6, f.version, buf);
     put_u64(8, f.lease_ms, buf);
-    Spans { key, value }
+    Laid {
+        spans: Spans { key, value },
+        tombstone: f.tombstone,
+        issued_at_ms: f.issued_at_ms,
+        version: f.version,
+        lease_ms: f.lease_ms,
+    }
 }
 
 /// Appends the encoding of a `FloodRecord` to `buf` (exactly what prost writes).
@@ -131,7 +147,7 @@ mod tests {
             let spans = record(
                 &RecordParts { key: &key, value: &value, tombstone, issued_at_ms, version, lease_ms },
                 &mut buf,
-            );
+            ).spans;
             let got = &buf[prefix.len()..];
             prop_assert_eq!(got, &want[..]);
             prop_assert_eq!(&got[spans.key.0..][..spans.key.1], &key[..]);

@@ -8,7 +8,7 @@ use rs2p_base::{Hash256, Keypair, PeerId, Signature};
 use triomphe::ThinArc;
 
 use super::merkle;
-use crate::encode::{self, Spans};
+use crate::encode::{self, Laid, Spans};
 use crate::{RecordError, VerifiedBatches};
 
 /// One write, as its owner signed it.
@@ -102,7 +102,7 @@ struct Fields {
 }
 
 /// Where `part` (a slice of `raw`, or empty) lies in `raw`.
-fn span(raw: &Bytes, part: &Bytes) -> Result<(u32, u32), RecordError> {
+fn span(raw: &Bytes, part: &Bytes) -> Result<(usize, usize), RecordError> {
     if part.is_empty() {
         return Ok((0, 0));
     }
@@ -110,9 +110,21 @@ fn span(raw: &Bytes, part: &Bytes) -> Result<(u32, u32), RecordError> {
         .checked_sub(raw.as_ptr() as usize)
         .filter(|at| at + part.len() <= raw.len())
         .ok_or(RecordError::Malformed)?;
-    let at = u32::try_from(at).map_err(|_| RecordError::TooLarge)?;
-    let len = u32::try_from(part.len()).map_err(|_| RecordError::TooLarge)?;
-    Ok((at, len))
+    Ok((at, part.len()))
+}
+
+/// The fields of `p`, decoded from `raw` (its key and value are slices of `raw`).
+fn laid_of(raw: &Bytes, p: &pb::Record) -> Result<Laid, RecordError> {
+    Ok(Laid {
+        spans: Spans {
+            key: span(raw, &p.key)?,
+            value: span(raw, &p.value)?,
+        },
+        tombstone: p.tombstone,
+        issued_at_ms: p.issued_at_ms,
+        version: p.version,
+        lease_ms: p.lease_ms,
+    })
 }
 
 impl Stored {
@@ -120,52 +132,29 @@ impl Stored {
     /// reference count and the length.
     pub const FIXED_BYTES: usize = std::mem::size_of::<Fields>() + 2 * std::mem::size_of::<usize>();
 
-    /// Builds a stored record from its signed bytes `raw`, decoded into `p` (whose key and value
-    /// are slices of `raw`), owned by `auth`'s signer at position `index` of the batch.
-    fn from_decoded(
-        raw: &Bytes,
-        p: &pb::Record,
-        lease_until: u64,
-        auth: Arc<BatchAuth>,
-        index: u32,
-    ) -> Result<Self, RecordError> {
-        let (key_at, key_len) = span(raw, &p.key)?;
-        let (value_at, value_len) = span(raw, &p.value)?;
-        let fields = Fields {
-            auth,
-            issued_at: p.issued_at_ms,
-            version: p.version,
-            lease_until,
-            index,
-            key_at,
-            key_len,
-            value_at,
-            value_len,
-            tombstone: p.tombstone,
-        };
-        Ok(Self(ThinArc::from_header_and_slice(fields, raw)))
-    }
-
-    /// Builds the stored form of `record`, encoded as `raw` with its key and value at `spans`.
-    fn from_parts(
-        record: &Record,
+    /// Builds a stored record from its signed bytes `raw`, whose fields are `laid`, owned by
+    /// `auth`'s signer at position `index` of the batch.
+    fn from_laid(
         raw: &[u8],
-        spans: Spans,
+        laid: &Laid,
         auth: Arc<BatchAuth>,
         index: u32,
     ) -> Result<Self, RecordError> {
         let n = |v: usize| u32::try_from(v).map_err(|_| RecordError::TooLarge);
         let fields = Fields {
             auth,
-            issued_at: record.issued_at,
-            version: record.version,
-            lease_until: record.lease_until,
+            issued_at: laid.issued_at_ms,
+            version: laid.version,
+            lease_until: laid
+                .issued_at_ms
+                .checked_add(laid.lease_ms)
+                .ok_or(RecordError::Malformed)?,
             index,
-            key_at: n(spans.key.0)?,
-            key_len: n(spans.key.1)?,
-            value_at: n(spans.value.0)?,
-            value_len: n(spans.value.1)?,
-            tombstone: record.tombstone,
+            key_at: n(laid.spans.key.0)?,
+            key_len: n(laid.spans.key.1)?,
+            value_at: n(laid.spans.value.0)?,
+            value_len: n(laid.spans.value.1)?,
+            tombstone: laid.tombstone,
         };
         Ok(Self(ThinArc::from_header_and_slice(fields, raw)))
     }
@@ -468,9 +457,9 @@ fn seal_with(
             .sum(),
     );
     let mut ends = Vec::with_capacity(records.len());
-    let mut spans = Vec::with_capacity(records.len());
+    let mut laid = Vec::with_capacity(records.len());
     for r in &records {
-        spans.push(encode::record(&r.parts(), &mut buf));
+        laid.push(encode::record(&r.parts(), &mut buf));
         ends.push(buf.len());
     }
     let raws = encode::split(buf, &ends);
@@ -489,14 +478,13 @@ fn seal_with(
         indices: vec![],
         flood_records: vec![],
     };
-    let stored = records
+    let stored = raws
         .iter()
-        .zip(&raws)
-        .zip(spans)
+        .zip(&laid)
         .enumerate()
-        .map(|(i, ((record, raw), spans))| {
-            Stored::from_parts(record, raw, spans, auth.clone(), i as u32)
-                .expect("a record's key and value are under 4 GiB")
+        .map(|(i, (raw, laid))| {
+            Stored::from_laid(raw, laid, auth.clone(), i as u32)
+                .expect("a record's key and value are under 4 GiB, and its lease ends after it")
         })
         .collect();
     (stored, wire)
@@ -526,7 +514,7 @@ const MAX_LEAVES: usize = 1 << 16;
 /// Verifies a batch from the wire: its signature, and every record against `limits`. All or
 /// nothing: one bad record refuses the whole batch.
 pub fn open(batch: pb::RecordBatch, limits: &Limits) -> Result<Vec<Stored>, RecordError> {
-    open_inner(batch, limits, None)
+    open_inner(batch, limits, None, None)
 }
 
 /// [`open`], remembering the batches it verifies in `verified` and skipping the root and the
@@ -537,7 +525,7 @@ pub fn open_with(
     limits: &Limits,
     verified: &mut VerifiedBatches,
 ) -> Result<Vec<Stored>, RecordError> {
-    open_inner(batch, limits, Some(verified))
+    open_inner(batch, limits, Some(verified), None)
 }
 
 /// [`open_with`] for a live batch that came in a flood issued at `flood_ms`: its records are
@@ -555,15 +543,17 @@ pub fn open_flooded(
     if !batch.records.is_empty() || batch.flood_records.len() > MAX_LEAVES {
         return Err(RecordError::Malformed);
     }
-    batch.records = crate::relative::rebuild_all(&batch.flood_records, flood_ms)?;
+    let (raws, laid) = crate::relative::rebuild_laid(&batch.flood_records, flood_ms)?;
+    batch.records = raws;
     batch.flood_records = Vec::new();
-    open_inner(batch, limits, Some(verified))
+    open_inner(batch, limits, Some(verified), Some(laid))
 }
 
 fn open_inner(
     batch: pb::RecordBatch,
     limits: &Limits,
     verified: Option<&mut VerifiedBatches>,
+    rebuilt: Option<Vec<Laid>>,
 ) -> Result<Vec<Stored>, RecordError> {
     let owner = PeerId::from_slice(&batch.owner).ok_or(RecordError::Malformed)?;
     let signed = !batch.signature.is_empty();
@@ -646,19 +636,20 @@ fn open_inner(
         }
     };
     let mut out = Vec::with_capacity(batch.records.len());
-    for (raw, index) in batch.records.into_iter().zip(indices) {
-        // Decoded in place (the key and value are slices of `raw`), then copied with its fields
-        // into an allocation of its own, so a stored record never pins a whole received frame.
-        let p: pb::Record =
-            rs2p_base::wire::decode_bytes(raw.clone()).map_err(|_| RecordError::Malformed)?;
-        let lease_until = check(&p, limits)?;
-        out.push(Stored::from_decoded(
-            &raw,
-            &p,
-            lease_until,
-            auth.clone(),
-            index,
-        )?);
+    for (i, (raw, index)) in batch.records.into_iter().zip(indices).enumerate() {
+        // Rebuilt records come with their fields; others are decoded in place (the key and
+        // value are slices of `raw`). Each is then copied with its fields into an allocation
+        // of its own, so a stored record never pins a whole received frame.
+        let laid = match rebuilt.as_ref().and_then(|r| r.get(i)) {
+            Some(laid) => *laid,
+            None => {
+                let p: pb::Record = rs2p_base::wire::decode_bytes(raw.clone())
+                    .map_err(|_| RecordError::Malformed)?;
+                laid_of(&raw, &p)?
+            }
+        };
+        check(&laid, limits)?;
+        out.push(Stored::from_laid(&raw, &laid, auth.clone(), index)?);
     }
     Ok(out)
 }
@@ -673,28 +664,25 @@ pub fn reopen(raw: Bytes, auth: Arc<BatchAuth>, index: u32) -> Result<Stored, Re
     }
     let p: pb::Record =
         rs2p_base::wire::decode_bytes(raw.clone()).map_err(|_| RecordError::Malformed)?;
-    let lease_until = p
-        .issued_at_ms
-        .checked_add(p.lease_ms)
-        .ok_or(RecordError::Malformed)?;
-    Stored::from_decoded(&raw, &p, lease_until, auth, index)
+    Stored::from_laid(&raw, &laid_of(&raw, &p)?, auth, index)
 }
 
-/// Checks a decoded record against `l`; returns its lease end.
-fn check(p: &pb::Record, l: &Limits) -> Result<u64, RecordError> {
-    if p.key.is_empty() || p.key.len() > l.max_key_len || p.value.len() > l.max_value_len {
+/// Checks a record's fields against `l`.
+fn check(f: &Laid, l: &Limits) -> Result<(), RecordError> {
+    let (key_len, value_len) = (f.spans.key.1, f.spans.value.1);
+    if key_len == 0 || key_len > l.max_key_len || value_len > l.max_value_len {
         return Err(RecordError::TooLarge);
     }
-    if p.tombstone && !p.value.is_empty() {
+    if f.tombstone && value_len != 0 {
         return Err(RecordError::Malformed);
     }
-    if p.issued_at_ms > l.now.saturating_add(l.max_skew) {
+    if f.issued_at_ms > l.now.saturating_add(l.max_skew) {
         return Err(RecordError::FutureTimestamp);
     }
-    if p.lease_ms > l.max_lease {
+    if f.lease_ms > l.max_lease {
         return Err(RecordError::LeaseTooLong);
     }
-    Ok(p.issued_at_ms + p.lease_ms)
+    Ok(())
 }
 
 /// Groups stored records by their batch and builds wire batches that carry them with their

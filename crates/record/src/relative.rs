@@ -78,16 +78,29 @@ pub fn rebuild(flood_record: Bytes, flood_ms: u64) -> Result<Bytes, RecordError>
 
 /// [`rebuild`] of each of `flood_records`, in one buffer.
 pub fn rebuild_all(flood_records: &[Bytes], flood_ms: u64) -> Result<Vec<Bytes>, RecordError> {
-    let mut buf = Vec::with_capacity(flood_records.iter().map(|f| f.len() + 20).sum());
-    let mut ends = Vec::with_capacity(flood_records.len());
-    for f in flood_records {
-        rebuild_into(f.clone(), flood_ms, &mut buf)?;
-        ends.push(buf.len());
-    }
-    Ok(encode::split(buf, &ends))
+    Ok(rebuild_laid(flood_records, flood_ms)?.0)
 }
 
-fn rebuild_into(flood_record: Bytes, flood_ms: u64, buf: &mut Vec<u8>) -> Result<(), RecordError> {
+/// [`rebuild_all`], with each rebuilt record's fields (so it need not be decoded again).
+pub(crate) fn rebuild_laid(
+    flood_records: &[Bytes],
+    flood_ms: u64,
+) -> Result<(Vec<Bytes>, Vec<encode::Laid>), RecordError> {
+    let mut buf = Vec::with_capacity(flood_records.iter().map(|f| f.len() + 20).sum());
+    let mut ends = Vec::with_capacity(flood_records.len());
+    let mut laid = Vec::with_capacity(flood_records.len());
+    for f in flood_records {
+        laid.push(rebuild_into(f.clone(), flood_ms, &mut buf)?);
+        ends.push(buf.len());
+    }
+    Ok((encode::split(buf, &ends), laid))
+}
+
+fn rebuild_into(
+    flood_record: Bytes,
+    flood_ms: u64,
+    buf: &mut Vec<u8>,
+) -> Result<encode::Laid, RecordError> {
     let f: pb::FloodRecord =
         rs2p_base::wire::decode_bytes(flood_record).map_err(|_| RecordError::Malformed)?;
     let issued_at_ms = flood_ms
@@ -98,7 +111,7 @@ fn rebuild_into(flood_record: Bytes, flood_ms: u64, buf: &mut Vec<u8>) -> Result
         .and_then(|v| v.checked_add(f.version_after))
         .ok_or(RecordError::Malformed)?;
     let lease_ms = f.lease_s.checked_mul(1000).ok_or(RecordError::Malformed)?;
-    encode::record(
+    Ok(encode::record(
         &encode::RecordParts {
             key: &f.key,
             value: &f.value,
@@ -108,8 +121,7 @@ fn rebuild_into(flood_record: Bytes, flood_ms: u64, buf: &mut Vec<u8>) -> Result
             lease_ms,
         },
         buf,
-    );
-    Ok(())
+    ))
 }
 
 #[cfg(test)]
@@ -253,7 +265,36 @@ mod tests {
             &mut VerifiedBatches::default(),
         )
         .unwrap();
+        // The rebuilt records' fields are taken from the rebuilding, not decoded again: they
+        // must be what decoding gives.
+        for (r, p) in from_relative.iter().zip(&from_plain) {
+            assert_eq!(r.record(), p.record());
+            assert_eq!((r.leaf(), r.index()), (p.leaf(), p.index()));
+        }
         assert_eq!(raws(from_relative), raws(from_plain));
+        // And checked against the limits as decoded ones are.
+        let strict = Limits {
+            max_value_len: 4,
+            ..limits
+        };
+        assert_eq!(
+            open_flooded(
+                relative.clone(),
+                t,
+                &strict,
+                &mut VerifiedBatches::default()
+            )
+            .err(),
+            Some(RecordError::TooLarge)
+        );
+        let early = Limits {
+            now: t - 20_000,
+            ..limits
+        };
+        assert_eq!(
+            open_flooded(relative.clone(), t, &early, &mut VerifiedBatches::default()).err(),
+            Some(RecordError::FutureTimestamp)
+        );
         // Relative records anywhere but through `open_flooded`, or beside plain ones: refused.
         assert_eq!(
             open_with(relative.clone(), &limits, &mut verified).err(),

@@ -79,12 +79,10 @@ pub struct KeyState {
     /// Records issued at or after `cutoff`, sorted by sort key then leaf hash, no duplicates.
     records: Records,
     holder: Holder,
-    /// XOR of the short hashes of `base` and `records`.
-    digest: u64,
 }
 
-// A million keys hold a million of these in the key map: keep it at 56 bytes.
-const _: () = assert!(std::mem::size_of::<KeyState>() <= 56);
+// A million keys hold a million of these in the key map: keep it at 48 bytes.
+const _: () = assert!(std::mem::size_of::<KeyState>() <= 48);
 
 impl KeyState {
     /// The record shown, if the key has a value.
@@ -109,7 +107,10 @@ impl KeyState {
 
     /// The XOR of the kept records' short hashes.
     pub fn digest(&self) -> u64 {
-        self.digest
+        self.base
+            .iter()
+            .chain(&self.records)
+            .fold(0, |d, r| d ^ r.short_hash())
     }
 
     /// The holder the fold of the checkpoint and the records gives.
@@ -437,7 +438,6 @@ impl Store {
             .map(|r| r.short_hash())
             .collect();
         for h in &hashes {
-            state.digest ^= h;
             Self::toggle(&mut self.tree, kh, *h);
         }
         state.refold(self.leasing);
@@ -525,7 +525,6 @@ impl Store {
             }
             debug_assert!(state.records.len() <= 1);
             for old in state.records.drain(..) {
-                state.digest ^= old.short_hash();
                 replaced = Some(old.short_hash());
             }
             state.holder = if s.tombstone() {
@@ -548,7 +547,6 @@ impl Store {
             state.records.insert(pos, s);
             state.refold(true);
         }
-        state.digest ^= h;
         let last = pos + 1 == state.records.len();
         state.check(leasing, "insert");
         let after = state.visible().cloned();
@@ -657,9 +655,6 @@ impl Store {
         self.records += usize::from(new_base.is_some());
         state.base = new_base;
         state.cutoff = cutoff;
-        for h in &dropped {
-            state.digest ^= h;
-        }
         state.refold(true);
         debug_assert!(
             match (&shown_before, state.visible()) {
@@ -739,9 +734,6 @@ impl Store {
         let replaced = state.base.replace(theirs.clone());
         if let Some(old) = &replaced {
             toggles.push(old.short_hash());
-        }
-        for t in &toggles {
-            state.digest ^= t;
         }
         state.refold(true);
         state.check(true, "merge_checkpoint");

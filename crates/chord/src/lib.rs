@@ -10,7 +10,7 @@
 //!
 //! Layers: [`proto::ChordMachine`] is the whole protocol as a mesh
 //! [`Handler`](rs2p_mesh::Handler) without I/O (it runs in the deterministic simulator:
-//! [`sim::SimRing`] with the `sim` feature); [`ChordSocket`] (feature `net`, default) drives it
+//! `sim::SimRing` with the `sim` feature); [`ChordSocket`] (feature `net`, default) drives it
 //! with tokio and offers the dict API.
 //!
 //! ## Choosing between the sync and the chord socket

@@ -141,6 +141,11 @@ impl Stored {
         index: u32,
     ) -> Result<Self, RecordError> {
         let n = |v: usize| u32::try_from(v).map_err(|_| RecordError::TooLarge);
+        let within =
+            |(at, len): (usize, usize)| at.checked_add(len).is_some_and(|e| e <= raw.len());
+        if !within(laid.spans.key) || !within(laid.spans.value) {
+            return Err(RecordError::Malformed);
+        }
         let fields = Fields {
             auth,
             issued_at: laid.issued_at_ms,
@@ -189,11 +194,11 @@ impl Stored {
     pub fn key_value_bytes(&self) -> (Bytes, Bytes) {
         let f = self.fields();
         let raw = self.raw_bytes();
-        let key = raw.slice(f.key_at as usize..(f.key_at + f.key_len) as usize);
+        let key = raw.slice(f.key_at as usize..f.key_at as usize + f.key_len as usize);
         let value = if f.value_len == 0 {
             Bytes::new()
         } else {
-            raw.slice(f.value_at as usize..(f.value_at + f.value_len) as usize)
+            raw.slice(f.value_at as usize..f.value_at as usize + f.value_len as usize)
         };
         (key, value)
     }
@@ -206,7 +211,7 @@ impl Stored {
             return Bytes::new();
         }
         self.raw_bytes()
-            .slice(f.value_at as usize..(f.value_at + f.value_len) as usize)
+            .slice(f.value_at as usize..f.value_at as usize + f.value_len as usize)
     }
 
     /// The record, with its key and value as `Bytes` that keep this stored record alive.

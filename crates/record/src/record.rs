@@ -194,13 +194,16 @@ impl Stored {
     pub fn key_value_bytes(&self) -> (Bytes, Bytes) {
         let f = self.fields();
         let raw = self.raw_bytes();
-        let key = raw.slice(f.key_at as usize..f.key_at as usize + f.key_len as usize);
-        let value = if f.value_len == 0 {
-            Bytes::new()
-        } else {
-            raw.slice(f.value_at as usize..f.value_at as usize + f.value_len as usize)
-        };
-        (key, value)
+        (
+            part(&raw, f.key_at, f.key_len),
+            part(&raw, f.value_at, f.value_len),
+        )
+    }
+
+    /// [`Stored::key`] as `Bytes` that keep this record alive (one small allocation).
+    pub fn key_bytes(&self) -> Bytes {
+        let f = self.fields();
+        part(&self.raw_bytes(), f.key_at, f.key_len)
     }
 
     /// [`Stored::value`] as `Bytes` that keep this record alive (one small allocation, none
@@ -210,8 +213,7 @@ impl Stored {
         if f.value_len == 0 {
             return Bytes::new();
         }
-        self.raw_bytes()
-            .slice(f.value_at as usize..f.value_at as usize + f.value_len as usize)
+        part(&self.raw_bytes(), f.value_at, f.value_len)
     }
 
     /// The record, with its key and value as `Bytes` that keep this stored record alive.
@@ -315,6 +317,14 @@ impl PartialEq for Stored {
 }
 
 impl Eq for Stored {}
+
+/// The `len` bytes at `at` of a record's bytes `raw` (an empty `Bytes` for none).
+fn part(raw: &Bytes, at: u32, len: u32) -> Bytes {
+    if len == 0 {
+        return Bytes::new();
+    }
+    raw.slice(at as usize..at as usize + len as usize)
+}
 
 /// Owns a [`Stored`] for [`Stored::raw_bytes`].
 struct RawOwner(Stored);

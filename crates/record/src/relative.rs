@@ -76,12 +76,8 @@ pub fn rebuild(flood_record: Bytes, flood_ms: u64) -> Result<Bytes, RecordError>
     Ok(buf.into())
 }
 
-/// [`rebuild`] of each of `flood_records`, in one buffer.
-pub fn rebuild_all(flood_records: &[Bytes], flood_ms: u64) -> Result<Vec<Bytes>, RecordError> {
-    Ok(rebuild_laid(flood_records, flood_ms)?.0)
-}
-
-/// [`rebuild_all`], with each rebuilt record's fields (so it need not be decoded again).
+/// [`rebuild`] of each of `flood_records`, in one buffer, with each rebuilt record's fields (so
+/// it need not be decoded again).
 pub(crate) fn rebuild_laid(
     flood_records: &[Bytes],
     flood_ms: u64,
@@ -192,7 +188,7 @@ mod tests {
             prop_assert_eq!(&batch, &one_by_one);
             prop_assert_eq!(batch.is_some(), relative_ok);
             if let Some(rel) = batch {
-                prop_assert_eq!(rebuild_all(&rel, t).unwrap(), wire.records);
+                prop_assert_eq!(rebuild_laid(&rel, t).unwrap().0, wire.records);
             }
         }
 

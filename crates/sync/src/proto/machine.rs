@@ -136,7 +136,7 @@ impl KeyOf {
     fn bytes(self) -> Bytes {
         match self {
             KeyOf::Bytes(b) => b,
-            KeyOf::Record(s) => s.key_value_bytes().0,
+            KeyOf::Record(s) => s.key_bytes(),
         }
     }
 }
@@ -558,11 +558,13 @@ impl SyncMachine {
         Ok((k, v))
     }
 
-    /// Stores a record whose key's hash is `kh` and notes what changed.
-    fn merge(&mut self, kh: u64, s: Stored) -> bool {
+    /// Stores a record whose key's hash is `kh` and notes what changed. Returns whether it was
+    /// stored, and whether it came within another owner's live lease on the key
+    /// ([`Store::insert_noting_leases`]).
+    fn merge(&mut self, kh: u64, s: Stored) -> (bool, bool) {
         let held = s.clone();
-        let change = self.store.insert_hashed(kh, s);
-        self.note(KeyOf::Record(held), change)
+        let (change, within_lease) = self.store.insert_noting_leases(kh, s);
+        (self.note(KeyOf::Record(held), change), within_lease)
     }
 
     /// Turns a change of the store into events; returns whether anything was stored.
@@ -637,9 +639,8 @@ impl SyncMachine {
             }
             // A write that arrives after another owner's live lease on the key: kept (history can
             // still reorder, see the store's docs) but it does not show.
-            let held = s.clone();
-            let (change, conflict) = self.store.insert_noting_leases(kh, s);
-            if self.note(KeyOf::Record(held), change) {
+            let (stored, conflict) = self.merge(kh, s);
+            if stored {
                 self.stats.records_received += 1;
                 if conflict {
                     self.stats.lease_conflicts += 1;
